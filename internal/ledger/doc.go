@@ -1,0 +1,47 @@
+// Package ledger owns Pare's disclosure ledger: the durable, tamper-evident
+// record of every request the proxy let out to a vendor, of the vendor's
+// answer and of every request it refused.
+//
+// # Format
+//
+// The ledger is a file of JSON lines, one [Record] per line. Each record
+// carries the hex SHA-256 of the previous record's line (the bytes of that
+// line without its trailing newline) in its prev field; the first record of a
+// ledger has an empty prev. Changing, dropping, reordering or inserting a line
+// therefore breaks the chain, which [Verify] detects and locates.
+//
+// # Guarantees
+//
+//   - Durable before ack: [Ledger.Append] returns nil only after the record's
+//     line has been written and fsync'd. The proxy writes a "disclosure"
+//     record before it forwards anything to a vendor, so a request that left
+//     is always on disk, even if the process or the machine dies right after.
+//     The converse is not promised: a record can be on disk for a request the
+//     proxy then did not send (a cancelled context, a crash between the fsync
+//     and the send). The ledger over-reports; it never under-reports.
+//   - Group commit: concurrent appenders are batched by one writer goroutine,
+//     one write and one fsync per batch, so the fsync cost is shared under load.
+//   - Fail closed: when a write or an fsync fails, Append returns an error (the
+//     proxy answers 503 and sends nothing) and the ledger stays failed until a
+//     retry can re-establish a known state on disk. See [Ledger.Append].
+//   - The chain survives restarts (Open reads the tail of the file, and
+//     removes a torn last line left by a crash) and rotation by size (the first
+//     record of a new file points at the last record of the rotated one).
+//   - One writer per ledger: Open takes an exclusive lock on "<path>.lock" so
+//     two processes cannot fork the chain.
+//
+// # What a record never holds
+//
+// A record names fields (paths such as "customer/email"), never their values:
+// no payload value, no credential, no query string. The caller guarantees it
+// for the fields it passes; Append additionally cuts anything from a '?' out of
+// Path, because a query string can carry personal data. Records do hold the
+// data subject's identifier, so ledger files are created with mode 0600.
+//
+// # Reading
+//
+// [Verify] checks the chain across rotated files with bounded memory, [Query]
+// selects what was disclosed about a person, and [BuildReport] turns that into
+// the report a privacy officer hands to the person (GDPR Art. 15(1)(c), HIPAA
+// 45 CFR 164.528), rendered by [WriteHTML], [WriteCSV] and [WriteJSON].
+package ledger

@@ -1,0 +1,722 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for [Options].
+const (
+	DefaultMaxBytes = 64 << 20
+	DefaultMaxBatch = 1024
+)
+
+// ErrClosed is returned by Append after Close.
+var ErrClosed = errors.New("ledger: closed")
+
+// Options tune a [Ledger]. The zero value is usable.
+type Options struct {
+	// MaxBytes rotates the file before a record would take it past this
+	// size. Default DefaultMaxBytes.
+	MaxBytes int64
+	// MaxBatch bounds how many records share one write and one fsync.
+	// Default DefaultMaxBatch.
+	MaxBatch int
+	// Logger receives the events an operator must see: a torn tail removed
+	// on Open, a failed write, a recovery, a failed rotation. Default
+	// slog.Default().
+	Logger *slog.Logger
+	// Now stamps records whose Time is zero. Default time.Now.
+	Now func() time.Time
+
+	// openFile is the seam through which tests put a failing file under the
+	// writer. Default openLedgerFile.
+	openFile func(name string) (file, error)
+}
+
+// file is what the writer needs of the ledger file; *os.File satisfies it.
+type file interface {
+	io.Writer
+	io.ReaderAt
+	Sync() error
+	Truncate(size int64) error
+	Stat() (os.FileInfo, error)
+	Close() error
+}
+
+func openLedgerFile(name string) (file, error) {
+	// O_APPEND: every write lands at the end even if something else moved
+	// the offset; 0600 because records name data subjects.
+	return os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+}
+
+// Stats are counters for the proxy's metrics. All are totals since Open.
+type Stats struct {
+	Records     uint64 // records acknowledged (durable)
+	Batches     uint64 // successful write+fsync rounds; Batches/Records is fsyncs per record
+	WriteErrors uint64 // failed writes, fsyncs and recoveries
+	Rotations   uint64
+	TornTails   uint64 // torn last lines removed by Open
+}
+
+// Ledger appends records to a hash-chained file. It is safe for concurrent
+// use.
+type Ledger struct {
+	path     string
+	dir      string
+	maxBytes int64
+	maxBatch int
+	log      *slog.Logger
+	now      func() time.Time
+	open     func(string) (file, error)
+	unlock   func() error
+
+	// mu guards closed against Close racing with the channel send in Append.
+	mu     sync.RWMutex
+	closed bool
+	reqs   chan *request
+	done   chan struct{} // closed when the writer has finished
+
+	// Owned by the writer goroutine (and by Open before it starts).
+	f        file
+	size     int64  // bytes in f known to be durable: the end of the last acknowledged line
+	seq      uint64 // seq of the last durable record
+	last     string // hash of the last durable record's line
+	retryRot int64  // after a failed rotation: the size below which not to try again
+	unacked  int64  // bytes of the write that failed: what recovery may cut off
+	failed   error  // non-nil while the ledger cannot write
+	buf      []byte
+	closeErr error
+
+	// headMu guards the copy of the chain head that Head reads.
+	headMu   sync.Mutex
+	headSeq  uint64
+	headHash string
+
+	failedFlag atomic.Pointer[error] // failed, readable from other goroutines
+	records    atomic.Uint64
+	batches    atomic.Uint64
+	writeErrs  atomic.Uint64
+	rotations  atomic.Uint64
+	tornTails  atomic.Uint64
+}
+
+type request struct {
+	rec  Record
+	err  error
+	done chan error // buffered: the writer never blocks on an appender that gave up
+}
+
+// Open opens (creating if needed) the ledger at path and continues its chain:
+// the sequence number and the last hash come from the last record of the
+// file, or of the newest rotated file when the current one is empty or
+// missing (a crash during rotation). A torn last line — bytes after the last
+// newline — can only be a write that was never acknowledged, because Append
+// acknowledges only after the newline is fsync'd; Open cuts it off and logs
+// it. Anything else that does not parse at the end of the file is refused:
+// that is not a crash artefact and needs a human (run Verify).
+func Open(path string, opt Options) (*Ledger, error) {
+	l := &Ledger{
+		path:     path,
+		dir:      filepath.Dir(path),
+		maxBytes: opt.MaxBytes,
+		maxBatch: opt.MaxBatch,
+		log:      opt.Logger,
+		now:      opt.Now,
+		open:     opt.openFile,
+	}
+	if l.maxBytes <= 0 {
+		l.maxBytes = DefaultMaxBytes
+	}
+	if l.maxBatch <= 0 {
+		l.maxBatch = DefaultMaxBatch
+	}
+	if l.log == nil {
+		l.log = slog.Default()
+	}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if l.open == nil {
+		l.open = openLedgerFile
+	}
+
+	unlock, err := lockFile(path + ".lock")
+	if err != nil {
+		return nil, fmt.Errorf("ledger %s: %w", path, err)
+	}
+	l.unlock = unlock
+	if err := l.openTail(); err != nil {
+		_ = unlock()
+		return nil, fmt.Errorf("ledger %s: %w", path, err)
+	}
+	l.setHead()
+	l.reqs = make(chan *request, l.maxBatch)
+	l.done = make(chan struct{})
+	go l.run()
+	return l, nil
+}
+
+// openTail opens the current file, removes a torn tail and recovers seq and
+// the last hash.
+func (l *Ledger) openTail() error {
+	f, err := l.open(l.path)
+	if err != nil {
+		return err
+	}
+	// The file may have just been created; make its name durable before a
+	// record in it is acknowledged.
+	if err := syncDir(l.dir); err != nil {
+		_ = f.Close()
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return err
+	}
+	size := fi.Size()
+	line, end, err := lastLine(f, size)
+	if err != nil {
+		_ = f.Close()
+		return err
+	}
+	if end < size {
+		// Torn tail: cut it and make the cut durable before writing after it.
+		if err := f.Truncate(end); err != nil {
+			_ = f.Close()
+			return fmt.Errorf("truncate torn tail: %w", err)
+		}
+		if err := f.Sync(); err != nil {
+			_ = f.Close()
+			return fmt.Errorf("truncate torn tail: %w", err)
+		}
+		l.tornTails.Add(1)
+		// Length and offset only: the bytes are part of a record and records
+		// name data subjects.
+		l.log.Warn("ledger: removed torn last line left by an interrupted write",
+			"path", l.path, "offset", end, "bytes", size-end)
+		size = end
+	}
+	l.f, l.size = f, size
+	if line != nil {
+		seq, err := parseSeq(line)
+		if err != nil {
+			_ = f.Close()
+			return fmt.Errorf("last record (at byte %d) does not parse, refusing to append after it: %w", end-int64(len(line))-1, err)
+		}
+		l.seq, l.last = seq, hashLine(line)
+		return nil
+	}
+	// The current file holds no record: continue from the newest rotated file.
+	files, err := Files(l.path)
+	if err != nil {
+		_ = f.Close()
+		return err
+	}
+	for i := len(files) - 1; i >= 0; i-- {
+		if files[i] == l.path {
+			continue
+		}
+		if err := l.tailOfRotated(files[i]); err != nil {
+			_ = f.Close()
+			return err
+		}
+		break
+	}
+	return nil
+}
+
+func (l *Ledger) tailOfRotated(name string) error {
+	rf, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer rf.Close()
+	fi, err := rf.Stat()
+	if err != nil {
+		return err
+	}
+	line, end, err := lastLine(rf, fi.Size())
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if end != fi.Size() {
+		// A rotated file was fsync'd whole before its rename; a torn end
+		// there is not a crash artefact.
+		return fmt.Errorf("%s: rotated file ends in a partial line", name)
+	}
+	if line == nil {
+		return nil
+	}
+	seq, err := parseSeq(line)
+	if err != nil {
+		return fmt.Errorf("%s: last record does not parse: %w", name, err)
+	}
+	l.seq, l.last = seq, hashLine(line)
+	return nil
+}
+
+// lastLine finds the last complete line of the first size bytes of r. end is
+// the offset just past that line's newline (0 when there is none); bytes
+// after end are a torn tail. A tail longer than maxLine is an error: no
+// record is that long, so it is not a torn record.
+func lastLine(r io.ReaderAt, size int64) (line []byte, end int64, err error) {
+	if size == 0 {
+		return nil, 0, nil
+	}
+	// Two max lines back cover a torn tail plus the whole last line.
+	n := int64(2*maxLine + 2)
+	if n > size {
+		n = size
+	}
+	buf := make([]byte, n)
+	if _, err := r.ReadAt(buf, size-n); err != nil && !errors.Is(err, io.EOF) {
+		return nil, 0, err
+	}
+	nl := bytes.LastIndexByte(buf, '\n')
+	if nl < 0 {
+		if n < size || n > maxLine {
+			return nil, 0, errors.New("no line end in the last bytes: not a ledger file")
+		}
+		return nil, 0, nil // the whole file is one torn line
+	}
+	if int64(len(buf)-nl-1) > maxLine {
+		return nil, 0, errors.New("partial line at the end is longer than any record: not a crash artefact")
+	}
+	end = size - n + int64(nl) + 1
+	start := bytes.LastIndexByte(buf[:nl], '\n') + 1
+	if start == 0 && n < size {
+		return nil, 0, errors.New("last line is longer than any record")
+	}
+	return buf[start:nl], end, nil
+}
+
+// chainFields is the part of a record the chain needs. Pointers tell a
+// missing field from a zero one.
+type chainFields struct {
+	Seq  *uint64 `json:"seq"`
+	Prev *string `json:"prev"`
+}
+
+func parseChain(line []byte) (seq uint64, prev string, err error) {
+	var c chainFields
+	if err := json.Unmarshal(line, &c); err != nil {
+		return 0, "", err
+	}
+	if c.Seq == nil || *c.Seq == 0 {
+		return 0, "", errors.New("missing seq")
+	}
+	if c.Prev == nil {
+		return 0, "", errors.New("missing prev")
+	}
+	return *c.Seq, *c.Prev, nil
+}
+
+func parseSeq(line []byte) (uint64, error) {
+	seq, _, err := parseChain(line)
+	return seq, err
+}
+
+// Append assigns r its Seq, Prev and (when zero) Time, and returns once its
+// line is written and fsync'd. On success r's Seq, Time and Prev are set.
+//
+// ctx bounds the wait only: a record already handed to the writer is written
+// even if ctx ends first, and Append then returns ctx.Err() — the caller must
+// treat that as "not acknowledged" and not send.
+//
+// When a write or fsync fails, Append returns the error and the ledger
+// enters a failed state. After a failed fsync nothing can be known about the
+// bytes written since the last good one (Linux may drop the dirty pages and
+// report success on a later fsync), so the writer never retries on that
+// descriptor: on the next batch it closes it, re-opens the file, checks it
+// still ends where the last acknowledged record ended, truncates the
+// unacknowledged bytes, fsyncs, and checks the last line still hashes to the
+// chain head. Until that succeeds every Append fails. [Ledger.Err] reports the
+// state and [Ledger.Stats] counts the errors.
+func (l *Ledger) Append(ctx context.Context, r *Record) error {
+	rec, err := prepare(r)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	req := &request{rec: rec, done: make(chan error, 1)}
+	l.mu.RLock()
+	if l.closed {
+		l.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case l.reqs <- req:
+	case <-ctx.Done():
+		l.mu.RUnlock()
+		return ctx.Err()
+	}
+	l.mu.RUnlock()
+	select {
+	case err := <-req.done:
+		if err != nil {
+			return err
+		}
+		// The writer is done with req: reading its fields is race-free.
+		r.Seq, r.Time, r.Prev = req.rec.Seq, req.rec.Time, req.rec.Prev
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Err returns the write error that put the ledger in its failed state, or nil
+// when it is writing normally. Health checks use it.
+func (l *Ledger) Err() error {
+	if p := l.failedFlag.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Stats returns the counters.
+func (l *Ledger) Stats() Stats {
+	return Stats{
+		Records:     l.records.Load(),
+		Batches:     l.batches.Load(),
+		WriteErrors: l.writeErrs.Load(),
+		Rotations:   l.rotations.Load(),
+		TornTails:   l.tornTails.Load(),
+	}
+}
+
+// Head returns the seq and hash of the last durable record. Exporting the
+// head elsewhere (a log, a metric, a notary) is what makes truncation of the
+// newest records detectable: the chain alone cannot show a missing tail.
+func (l *Ledger) Head() (seq uint64, hash string) {
+	l.headMu.Lock()
+	defer l.headMu.Unlock()
+	return l.headSeq, l.headHash
+}
+
+func (l *Ledger) setHead() {
+	l.headMu.Lock()
+	l.headSeq, l.headHash = l.seq, l.last
+	l.headMu.Unlock()
+}
+
+// Close writes and fsyncs everything handed to the writer, closes the file
+// and releases the lock. Appends after Close return ErrClosed.
+func (l *Ledger) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	l.closed = true
+	l.mu.Unlock()
+	close(l.reqs)
+	<-l.done
+	err := l.closeErr
+	if uerr := l.unlock(); uerr != nil {
+		err = errors.Join(err, uerr)
+	}
+	return err
+}
+
+// run is the writer goroutine: it takes whatever is queued, up to maxBatch,
+// and commits it with one write and one fsync.
+func (l *Ledger) run() {
+	defer close(l.done)
+	batch := make([]*request, 0, l.maxBatch)
+	for req := range l.reqs {
+		batch = append(batch[:0], req)
+	fill:
+		for len(batch) < l.maxBatch {
+			select {
+			case r, ok := <-l.reqs:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		l.commit(batch)
+		clear(batch) // drop references so finished requests can be collected
+	}
+	if l.f != nil {
+		if err := l.f.Close(); err != nil && l.failed == nil {
+			l.closeErr = err
+		}
+		l.f = nil
+	}
+	if l.failed != nil {
+		l.closeErr = errors.Join(l.closeErr, l.failed)
+	}
+}
+
+// commit writes batch, rotating between records when the file is full.
+func (l *Ledger) commit(batch []*request) {
+	for len(batch) > 0 {
+		if err := l.writable(); err != nil {
+			for _, r := range batch {
+				r.done <- err
+			}
+			return
+		}
+		seq, prev := l.seq, l.last
+		buf := l.buf[:0]
+		n := 0 // requests of batch consumed by this chunk
+		for ; n < len(batch); n++ {
+			r := batch[n]
+			r.rec.Seq, r.rec.Prev = seq+1, prev
+			if r.rec.Time.IsZero() {
+				r.rec.Time = l.now().UTC()
+			}
+			line, err := json.Marshal(&r.rec)
+			if err == nil && len(line) > maxLine {
+				err = fmt.Errorf("record of %d bytes is longer than the %d allowed", len(line), maxLine)
+			}
+			if err != nil {
+				// This record alone is refused; it takes no seq.
+				r.err = fmt.Errorf("ledger: %w", err)
+				continue
+			}
+			if used := l.size + int64(len(buf)); used > 0 && used >= l.retryRot &&
+				used+int64(len(line)+1) > l.maxBytes {
+				break // rotate first; this record opens the next file
+			}
+			buf = append(buf, line...)
+			buf = append(buf, '\n')
+			seq, prev = seq+1, hashLine(line)
+		}
+		l.buf = buf
+		chunk := batch[:n]
+		batch = batch[n:]
+		if len(buf) > 0 {
+			if err := l.writeSync(buf); err != nil {
+				for _, r := range chunk {
+					r.done <- err
+				}
+				for _, r := range batch {
+					r.done <- err
+				}
+				return
+			}
+			l.seq, l.last = seq, prev
+			l.size += int64(len(buf))
+			l.setHead()
+		}
+		for _, r := range chunk {
+			if r.err == nil {
+				l.records.Add(1)
+			}
+			r.done <- r.err
+		}
+		if len(batch) > 0 {
+			l.rotate()
+		}
+	}
+}
+
+// writeSync writes buf with one write and one fsync. On failure the ledger
+// enters the failed state; the unacknowledged bytes are cut on recovery.
+func (l *Ledger) writeSync(buf []byte) error {
+	_, err := l.f.Write(buf)
+	if err == nil {
+		err = l.f.Sync()
+	}
+	if err != nil {
+		l.unacked = int64(len(buf))
+		l.fail(fmt.Errorf("ledger %s: write failed, nothing acknowledged: %w", l.path, err))
+		return l.failed
+	}
+	l.batches.Add(1)
+	return nil
+}
+
+func (l *Ledger) fail(err error) {
+	l.writeErrs.Add(1)
+	if l.failed == nil {
+		l.log.Error("ledger: entering failed state; appends fail until a write succeeds", "path", l.path, "err", err)
+	}
+	l.failed = err
+	l.failedFlag.Store(&err)
+}
+
+// writable returns nil when the ledger can take a write, trying to recover
+// from a failed state first.
+func (l *Ledger) writable() error {
+	if l.failed == nil {
+		return nil
+	}
+	if err := l.recover(); err != nil {
+		l.fail(fmt.Errorf("ledger %s: still failed: %w", l.path, err))
+		return l.failed
+	}
+	l.log.Info("ledger: writing again after a failure", "path", l.path, "seq", l.seq)
+	l.failed = nil
+	l.unacked = 0
+	l.failedFlag.Store(nil)
+	return nil
+}
+
+// recover re-establishes a known state on disk after a failed write: a fresh
+// descriptor, the file cut back to the last acknowledged line, fsync'd, and
+// that line checked against the chain head.
+func (l *Ledger) recover() error {
+	if l.f != nil {
+		_ = l.f.Close() // its error is the failure we already know of
+		l.f = nil
+	}
+	f, err := l.open(l.path)
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		_ = f.Close()
+		return err
+	}
+	if err := syncDir(l.dir); err != nil {
+		return fail(err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	switch got := fi.Size(); {
+	case got < l.size:
+		// Truncate would extend with zeros; someone else changed the file.
+		return fail(fmt.Errorf("file is %d bytes, shorter than the %d acknowledged", got, l.size))
+	case got > l.size+l.unacked:
+		// More than our failed write: not ours to cut.
+		return fail(fmt.Errorf("file has %d bytes after the last acknowledged record, more than the failed write", got-l.size))
+	}
+	if err := f.Truncate(l.size); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if l.size > 0 {
+		line, end, err := lastLine(f, l.size)
+		if err != nil {
+			return fail(err)
+		}
+		if end != l.size || line == nil || hashLine(line) != l.last {
+			return fail(errors.New("last line on disk is not the last acknowledged record"))
+		}
+	}
+	l.f = f
+	return nil
+}
+
+// rotate renames the full file to "<path>.<seq of its last record>" and
+// starts an empty one; the next record's prev is the last hash of the old
+// file, so the chain runs on. All of the old file is already fsync'd. If the
+// rename fails the ledger keeps writing to the current file (its records are
+// durable) and tries again after some more growth; if the new file cannot be
+// created the ledger enters the failed state, and recovery creates it.
+func (l *Ledger) rotate() {
+	name := RotatedName(l.path, l.seq)
+	if err := os.Rename(l.path, name); err != nil {
+		// Write at least an eighth of a file more before trying again, so a
+		// rename that keeps failing neither spins nor logs per record.
+		l.retryRot = l.size + max(l.maxBytes/8, 1)
+		l.log.Error("ledger: rotation failed; still writing to the current file", "path", l.path, "err", err)
+		return
+	}
+	_ = l.f.Close() // fsync'd already; a close error changes nothing on disk
+	l.f, l.size, l.retryRot = nil, 0, 0
+	l.rotations.Add(1)
+	f, err := l.open(l.path)
+	if err == nil {
+		err = syncDir(l.dir) // makes both the rename and the new name durable
+		if err != nil {
+			_ = f.Close()
+		}
+	}
+	if err != nil {
+		l.unacked = 0
+		l.fail(fmt.Errorf("ledger %s: start new file after rotation: %w", l.path, err))
+		return
+	}
+	l.f = f
+}
+
+// RotatedName is the name a full ledger file gets: the path, a dot and the
+// seq of its last record, zero-padded so that names sort in chain order.
+func RotatedName(path string, lastSeq uint64) string {
+	return fmt.Sprintf("%s.%020d", path, lastSeq)
+}
+
+// Files lists the ledger's files in chain order: the rotated files, oldest
+// first, then path itself if it exists.
+func Files(path string) ([]string, error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	type rotated struct {
+		name string
+		seq  uint64
+	}
+	var rs []rotated
+	current := false
+	for _, e := range entries {
+		name := e.Name()
+		if name == base {
+			current = true
+			continue
+		}
+		suffix, ok := strings.CutPrefix(name, base+".")
+		if !ok || len(suffix) != 20 || e.IsDir() {
+			continue
+		}
+		seq, err := strconv.ParseUint(suffix, 10, 64)
+		if err != nil {
+			continue
+		}
+		rs = append(rs, rotated{filepath.Join(dir, name), seq})
+	}
+	sort.Slice(rs, func(i, j int) bool { return rs[i].seq < rs[j].seq })
+	out := make([]string, 0, len(rs)+1)
+	for _, r := range rs {
+		out = append(out, r.name)
+	}
+	if current {
+		out = append(out, path)
+	}
+	return out, nil
+}
+
+// syncDir fsyncs a directory so that a create or rename in it survives a
+// crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,166 @@
+package ledger
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Record kinds.
+const (
+	// KindDisclosure is written before the request goes to the vendor; it
+	// lists what is about to leave.
+	KindDisclosure = "disclosure"
+	// KindOutcome is written after the vendor answered (or the send failed);
+	// it is linked to its disclosure by DecisionID.
+	KindOutcome = "outcome"
+	// KindRefusal is written when the policy refused the request: nothing
+	// left.
+	KindRefusal = "refusal"
+)
+
+// Record is one line of the ledger. It names the fields that were sent,
+// removed or transformed, never their values (see the package doc).
+type Record struct {
+	Seq        uint64    `json:"seq"`
+	Time       time.Time `json:"time"`
+	Kind       string    `json:"kind"`
+	DecisionID string    `json:"decision_id"`
+
+	Vendor string `json:"vendor"`
+	Host   string `json:"host"`
+	Method string `json:"method"`
+	Path   string `json:"path"` // never the query string
+
+	Purpose string `json:"purpose"`
+	Subject string `json:"subject"`
+	Service string `json:"service"`
+
+	LegalBasis string `json:"legal_basis,omitempty"`
+	Requester  string `json:"requester,omitempty"`
+	Approver   string `json:"approver,omitempty"`
+
+	Revision string `json:"revision"` // policy revision that decided
+
+	FieldsSent    []string          `json:"fields_sent"`
+	FieldsRemoved []string          `json:"fields_removed"`
+	Transformed   []string          `json:"transformed"`
+	Transforms    map[string]string `json:"transforms,omitempty"` // path -> transform name
+
+	// Outcome is the vendor's status code as a string ("200") on outcome
+	// records, or the refusal code ("denied", "consent_required", ...).
+	Outcome  string `json:"outcome"`
+	Status   int    `json:"status"` // HTTP status returned to the app
+	BytesIn  int64  `json:"bytes_in"`
+	BytesOut int64  `json:"bytes_out"`
+	DryRun   bool   `json:"dry_run"`
+
+	// Prev is the hex SHA-256 of the previous record's line without its
+	// newline; "" for the first record of a ledger.
+	Prev string `json:"prev"`
+}
+
+// maxLine bounds one line. Records hold names, not payloads, so a real one is
+// a few KiB; the bound keeps Open, Verify and Query in bounded memory and lets
+// Open tell a torn line (short) from a file that is not a ledger.
+const maxLine = 1 << 20
+
+// hashLine is the chain hash of one line (without its newline).
+func hashLine(line []byte) string {
+	sum := sha256.Sum256(line)
+	return hex.EncodeToString(sum[:])
+}
+
+// prepare copies r into the form the writer stores: slices copied so the
+// caller may reuse its own after Append returns (or gives up waiting), nil
+// slices as [] so readers always see arrays, the query cut from Path.
+func prepare(r *Record) (Record, error) {
+	if r == nil {
+		return Record{}, errors.New("ledger: nil record")
+	}
+	switch r.Kind {
+	case KindDisclosure, KindOutcome, KindRefusal:
+	default:
+		return Record{}, fmt.Errorf("ledger: unknown record kind %q", r.Kind)
+	}
+	// encoding/json refuses times outside years 0..9999; catch that here so
+	// the writer never meets a record it cannot encode.
+	if !r.Time.IsZero() {
+		if y := r.Time.Year(); y < 0 || y > 9999 {
+			return Record{}, fmt.Errorf("ledger: record time %d out of range", y)
+		}
+	}
+	c := *r
+	c.Seq, c.Prev = 0, ""
+	if i := strings.IndexByte(c.Path, '?'); i >= 0 {
+		c.Path = c.Path[:i]
+	}
+	c.FieldsSent = cloneStrings(r.FieldsSent)
+	c.FieldsRemoved = cloneStrings(r.FieldsRemoved)
+	c.Transformed = cloneStrings(r.Transformed)
+	if r.Transforms != nil {
+		c.Transforms = make(map[string]string, len(r.Transforms))
+		for k, v := range r.Transforms {
+			c.Transforms[k] = v
+		}
+	}
+	if !c.Time.IsZero() {
+		c.Time = c.Time.UTC()
+	}
+	return c, nil
+}
+
+func cloneStrings(s []string) []string {
+	return append(make([]string, 0, len(s)), s...)
+}
+
+// lineReader reads newline-terminated lines with bounded memory: a line
+// longer than max is reported as too long and its content is not kept.
+type lineReader struct {
+	br  *bufio.Reader
+	buf []byte
+	max int
+}
+
+func newLineReader(r io.Reader) *lineReader {
+	return &lineReader{br: bufio.NewReaderSize(r, 256<<10), max: maxLine}
+}
+
+// next returns the next line without its newline. complete is false for a
+// last line that has no newline (a torn write). It returns io.EOF when there
+// is nothing left. The returned slice is valid until the next call.
+func (r *lineReader) next() (line []byte, complete, tooLong bool, err error) {
+	r.buf = r.buf[:0]
+	for {
+		frag, err := r.br.ReadSlice('\n')
+		if !tooLong {
+			if len(r.buf)+len(frag) > r.max+1 {
+				tooLong = true
+				r.buf = r.buf[:0]
+			} else {
+				r.buf = append(r.buf, frag...)
+			}
+		}
+		switch {
+		case err == nil:
+			if tooLong {
+				return nil, true, true, nil
+			}
+			return r.buf[:len(r.buf)-1], true, false, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF):
+			if len(r.buf) == 0 && !tooLong {
+				return nil, false, false, io.EOF
+			}
+			return r.buf, false, tooLong, nil
+		default:
+			return nil, false, false, err
+		}
+	}
+}
