@@ -1,0 +1,56 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/pare-dev/pare/internal/engine"
+)
+
+func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("policies", "policies", "policies directory")
+	verbose := fs.Bool("v", false, "list every Rego test")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	// Compile (contracts validated strictly inside Load) exactly as serve
+	// would, then run the Rego tests against the same data.
+	p, err := engine.LoadDir(ctx, *dir, engine.LoadOptions{})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitFail
+	}
+	results, err := engine.Test(ctx, os.DirFS(*dir))
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", *dir, err)
+		return exitFail
+	}
+	failed := 0
+	for _, r := range results {
+		loc := ""
+		if r.Location != nil {
+			loc = fmt.Sprintf("%s/%s:%d: ", *dir, r.Location.File, r.Location.Row)
+		}
+		switch {
+		case r.Error != nil:
+			failed++
+			fmt.Fprintf(stderr, "%sERROR %s.%s: %v\n", loc, r.Package, r.Name, r.Error)
+		case r.Fail:
+			failed++
+			fmt.Fprintf(stderr, "%sFAIL %s.%s\n", loc, r.Package, r.Name)
+		case *verbose:
+			fmt.Fprintf(stdout, "%sPASS %s.%s (%s)\n", loc, r.Package, r.Name, r.Duration)
+		}
+	}
+	fmt.Fprintf(stdout, "%s: revision %s, %d files, %d vendors, %d Rego tests, %d failed\n",
+		*dir, p.Revision[:12], len(p.Files), len(p.Vendors), len(results), failed)
+	if failed > 0 {
+		return exitFail
+	}
+	return exitOK
+}

@@ -1,0 +1,85 @@
+// Package cli implements the subcommands of the proxy binary. Each command
+// parses its flags, wires the packages that do the work and maps the result
+// to an exit code; the work itself lives in those packages.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+// Exit codes shared by the commands.
+const (
+	exitOK     = 0
+	exitFail   = 1 // check found problems, verify found a bad record, serve failed
+	exitUsage  = 2 // usage or policy error
+	exitDenied = 3 // explain: the request would be refused
+)
+
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "run the egress proxy (default: bundled policies, 127.0.0.1:15001, admin 127.0.0.1:15000)", runServe},
+		{"explain", "show exactly what a vendor would receive for a request, and why", runExplain},
+		{"check", "compile the policies, validate every contract, run the Rego tests", runCheck},
+		{"ledger", "verify, query or report on the disclosure ledger", runLedger},
+		{"demo", "start local vendor stubs and the proxy, send realistic requests, show what left", runDemo},
+	}
+}
+
+// Main runs the command named by args[0] and returns the process exit code.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], stdin, stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "proxy: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "Pare — the need-to-know egress proxy.\n\nUsage: proxy <command> [flags]\n\nCommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'proxy <command> -h' for a command's flags.")
+}
+
+// parseFlags parses args into fs and maps -h and errors to exit codes.
+func parseFlags(fs *flag.FlagSet, args []string) (exit int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	return 0, true
+}
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }

@@ -1,0 +1,182 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pare-dev/pare/internal/ledger"
+)
+
+func runLedger(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: proxy ledger verify FILE... | query --subject ID [--vendor V] [--since T] [--json] [FILE...] | report --subject ID --format html|csv|json [FILE...]")
+		return exitUsage
+	}
+	switch args[0] {
+	case "verify":
+		return ledgerVerify(args[1:], stdout, stderr)
+	case "query":
+		return ledgerQuery(args[1:], stdout, stderr)
+	case "report":
+		return ledgerReport(args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "proxy ledger: unknown subcommand %q (verify, query, report)\n", args[0])
+	return exitUsage
+}
+
+// ledgerFiles expands the positional arguments: a ledger path stands for its
+// rotated files and itself, in chain order.
+func ledgerFiles(args []string, def string) ([]string, error) {
+	if len(args) == 0 {
+		args = []string{def}
+	}
+	var out []string
+	for _, a := range args {
+		fs, err := ledger.Files(a)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, fs...)
+	}
+	return out, nil
+}
+
+func ledgerVerify(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ledger verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	files, err := ledgerFiles(fs.Args(), "pare-ledger.jsonl")
+	if err != nil {
+		fmt.Fprintln(stderr, "proxy ledger verify:", err)
+		return exitUsage
+	}
+	res, err := ledger.Verify(files...)
+	if err != nil {
+		fmt.Fprintln(stderr, "proxy ledger verify:", err)
+		return exitFail
+	}
+	if !res.OK {
+		fmt.Fprintf(stderr, "proxy ledger verify: first bad record: %s\n", res.Bad)
+		fmt.Fprintf(stderr, "  %d records before it verified (seq %d..%d)\n", res.Records, res.FirstSeq, res.LastSeq)
+		return exitFail
+	}
+	fmt.Fprintf(stdout, "ok: %d records in %d files, seq %d..%d, chain intact; head %s\n",
+		res.Records, res.Files, res.FirstSeq, res.LastSeq, res.Head)
+	return exitOK
+}
+
+func queryFlags(name string, stderr io.Writer) (*flag.FlagSet, *ledger.Filter, *string, *string) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := &ledger.Filter{}
+	fs.StringVar(&f.Subject, "subject", "", "data subject id (required)")
+	fs.StringVar(&f.Vendor, "vendor", "", "only this vendor")
+	since := fs.String("since", "", "from this time (RFC 3339 or YYYY-MM-DD)")
+	until := fs.String("until", "", "until this time (RFC 3339 or YYYY-MM-DD)")
+	return fs, f, since, until
+}
+
+func parseTimeArg(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse("2006-01-02", s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("time %q: want RFC 3339 or YYYY-MM-DD", s)
+	}
+	return t, nil
+}
+
+func ledgerQuery(args []string, stdout, stderr io.Writer) int {
+	fs, f, since, until := queryFlags("ledger query", stderr)
+	asJSON := fs.Bool("json", false, "one JSON record per line")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	recs, code := queryRecords(fs, f, *since, *until, stderr)
+	if code != exitOK {
+		return code
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		for i := range recs {
+			_ = enc.Encode(&recs[i])
+		}
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tVENDOR\tPURPOSE\tKIND\tOUTCOME\tFIELDS SENT\tLEGAL BASIS")
+	for _, r := range recs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format(time.RFC3339), r.Vendor, r.Purpose,
+			r.Kind, r.Outcome, strings.Join(r.FieldsSent, ","), r.LegalBasis)
+	}
+	_ = tw.Flush()
+	return exitOK
+}
+
+func queryRecords(fs *flag.FlagSet, f *ledger.Filter, since, until string, stderr io.Writer) ([]ledger.Record, int) {
+	if f.Subject == "" {
+		fmt.Fprintf(stderr, "proxy %s: --subject is required\n", fs.Name())
+		return nil, exitUsage
+	}
+	var err error
+	if f.Since, err = parseTimeArg(since); err == nil {
+		f.Until, err = parseTimeArg(until)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "proxy %s: %v\n", fs.Name(), err)
+		return nil, exitUsage
+	}
+	files, err := ledgerFiles(fs.Args(), "pare-ledger.jsonl")
+	if err != nil {
+		fmt.Fprintf(stderr, "proxy %s: %v\n", fs.Name(), err)
+		return nil, exitUsage
+	}
+	recs, err := ledger.Query(files, *f)
+	if err != nil {
+		fmt.Fprintf(stderr, "proxy %s: %v\n", fs.Name(), err)
+		return nil, exitFail
+	}
+	return recs, exitOK
+}
+
+func ledgerReport(args []string, stdout, stderr io.Writer) int {
+	fs, f, since, until := queryFlags("ledger report", stderr)
+	format := fs.String("format", "html", "html, csv or json")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	recs, code := queryRecords(fs, f, *since, *until, stderr)
+	if code != exitOK {
+		return code
+	}
+	rep := ledger.BuildReport(recs, f.Subject, f.Since, f.Until)
+	var err error
+	switch *format {
+	case "html":
+		err = ledger.WriteHTML(stdout, rep)
+	case "csv":
+		err = ledger.WriteCSV(stdout, rep)
+	case "json":
+		err = ledger.WriteJSON(stdout, rep)
+	default:
+		fmt.Fprintf(stderr, "proxy ledger report: --format %q: want html, csv or json\n", *format)
+		return exitUsage
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "proxy ledger report:", err)
+		return exitFail
+	}
+	return exitOK
+}

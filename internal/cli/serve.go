@@ -1,0 +1,269 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/pare-dev/pare/internal/consent"
+	"github.com/pare-dev/pare/internal/engine"
+	"github.com/pare-dev/pare/internal/ledger"
+	"github.com/pare-dev/pare/internal/proxy"
+	"github.com/pare-dev/pare/policies"
+)
+
+func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
+	fs.StringVar(configPath, "config", "", "YAML config file (keys as the flags, with _ for -); flags override it")
+	fs.StringVar(&c.Listen, "listen", c.Listen, "egress listener (the app's HTTP_PROXY)")
+	fs.StringVar(&c.Admin, "admin", c.Admin, "admin listener: /metrics /healthz /readyz /debug/policy (empty: off)")
+	fs.StringVar(&c.Policies, "policies", c.Policies, "policies directory, hot reloaded (default: the bundled policies)")
+	fs.StringVar(&c.Service, "service", c.Service, "this workload's service name (input.source.service)")
+	fs.StringVar(&c.Ledger, "ledger", c.Ledger, "disclosure ledger file")
+	fs.Var(&c.LedgerMaxBytes, "ledger-max-bytes", "rotate the ledger at this size")
+	fs.StringVar(&c.HMACKeyFile, "hmac-key-file", c.HMACKeyFile, "file holding the master key for hmac transforms (default: random per process)")
+	fs.Var((*listFlag)(&c.Resolve), "resolve", "HOST:PORT:ADDR — send that vendor's traffic to ADDR (repeatable; the TLS name checked stays HOST)")
+	fs.Var((*listFlag)(&c.UpstreamCA), "upstream-ca", "PEM file of extra CA certificates to trust for vendors (repeatable)")
+	fs.Var(&c.MaxBody, "max-body", "largest request body accepted (e.g. 10MiB); larger gets 413")
+	fs.BoolVar(&c.DryRun, "dry-run", c.DryRun, "forward original payloads but record what would have been removed or refused")
+	fs.StringVar(&c.Consents, "consents", c.Consents, "consents file (YAML or JSON), hot reloaded")
+	fs.StringVar(&c.ConsentURL, "consent-url", c.ConsentURL, "consent service base URL: GET {url}/{subject}")
+	fs.DurationVar(&c.ConsentTTL, "consent-ttl", c.ConsentTTL, "how long a consent service answer is cached")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.IntVar(&c.MaxConnsPerVendor, "max-conns-per-vendor", c.MaxConnsPerVendor, "bound on concurrent upstream connections per vendor host")
+	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", c.UpstreamTimeout, "how long to wait for a vendor's response headers (504 after)")
+}
+
+func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) int {
+	// Two passes: the first finds --config, the second applies the flags
+	// over the file so that flags win.
+	var configPath string
+	scratch := defaultConfig()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	serveFlags(fs, &scratch, &configPath)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	c := defaultConfig()
+	if configPath != "" {
+		if err := loadConfigFile(configPath, &c); err != nil {
+			fmt.Fprintln(stderr, "proxy serve:", err)
+			return exitUsage
+		}
+	}
+	fs = flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	serveFlags(fs, &c, &configPath)
+	_ = fs.Parse(args)
+	if err := c.validate(); err != nil {
+		fmt.Fprintln(stderr, "proxy serve: config:", err)
+		return exitUsage
+	}
+	log := newLogger(stderr, c.LogFormat, c.LogLevel)
+	if err := serve(ctx, c, log, nil); err != nil {
+		log.Error("serve failed", "err", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+func newLogger(w io.Writer, format, level string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// listening reports the bound addresses (for the demo and tests, which
+// listen on port 0).
+type listening func(egress, admin string)
+
+// serve runs the proxy until ctx is done, then drains in-flight requests and
+// closes the ledger.
+func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := proxy.NewMetrics(reg)
+
+	var hmacKey []byte
+	if c.HMACKeyFile != "" {
+		b, err := os.ReadFile(c.HMACKeyFile)
+		if err != nil {
+			return fmt.Errorf("hmac key: %w", err)
+		}
+		hmacKey = []byte(strings.TrimSpace(string(b)))
+		if len(hmacKey) < 16 {
+			return fmt.Errorf("hmac key %s: at least 16 bytes wanted", c.HMACKeyFile)
+		}
+	} else {
+		log.Warn("no --hmac-key-file: hmac pseudonyms use a random key and change on restart")
+	}
+	eng, err := engine.New(engine.Options{HMACKey: hmacKey})
+	if err != nil {
+		return err
+	}
+	swapped := func(p *engine.Policy) {
+		metrics.Revision.Reset()
+		metrics.Revision.WithLabelValues(p.Revision).Set(1)
+		metrics.LastReload.SetToCurrentTime()
+	}
+	var pol *engine.Policy
+	if c.Policies == "" {
+		pol, err = engine.Load(ctx, policies.FS, engine.LoadOptions{})
+	} else {
+		pol, err = engine.LoadDir(ctx, c.Policies, engine.LoadOptions{})
+	}
+	if err != nil {
+		// Start anyway and refuse with 503 until a valid policy arrives:
+		// /readyz tells the orchestrator, and the watcher may fix it.
+		metrics.Reloads.WithLabelValues("failure").Inc()
+		log.Error("policy not loaded: every request is refused until it is fixed", "err", err)
+	} else {
+		metrics.Reloads.WithLabelValues("success").Inc()
+		eng.Swap(pol)
+		swapped(pol)
+		log.Info("policy loaded", "revision", pol.Revision[:12], "files", len(pol.Files), "vendors", len(pol.Vendors))
+	}
+
+	led, err := ledger.Open(c.Ledger, ledger.Options{MaxBytes: int64(c.LedgerMaxBytes), Logger: log})
+	if err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	defer func() {
+		if err := led.Close(); err != nil {
+			log.Error("ledger close", "err", err)
+		}
+	}()
+
+	var src consent.Source
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() { cancel(); wg.Wait() }()
+	switch {
+	case c.Consents != "":
+		f, err := consent.OpenFile(c.Consents, log)
+		if err != nil {
+			return err
+		}
+		src = f
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = f.Watch(ctx) }()
+	case c.ConsentURL != "":
+		h, err := consent.NewHTTP(c.ConsentURL, consent.HTTPOptions{TTL: c.ConsentTTL})
+		if err != nil {
+			return err
+		}
+		src = h
+	}
+
+	resolve := map[string]string{}
+	for _, r := range c.Resolve {
+		hp, addr, err := proxy.ParseResolve(r)
+		if err != nil {
+			return err
+		}
+		resolve[hp] = addr
+	}
+	px, err := proxy.New(proxy.Config{
+		Engine: eng, Ledger: led, Consents: src, Metrics: metrics, Logger: log,
+		Service: c.Service, MaxBody: int64(c.MaxBody), DryRun: c.DryRun,
+		Upstream: proxy.UpstreamOptions{
+			Resolve: resolve, ExtraCAs: c.UpstreamCA, MaxConnsPerVendor: c.MaxConnsPerVendor,
+			ResponseHeaderTimeout: c.UpstreamTimeout,
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer px.Close()
+
+	if c.Policies != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := eng.Watch(ctx, c.Policies, engine.LoadOptions{}, func(p *engine.Policy, err error) {
+				if err != nil {
+					metrics.Reloads.WithLabelValues("failure").Inc()
+					log.Error("policy reload failed: keeping the last good policy", "err", err)
+					return
+				}
+				metrics.Reloads.WithLabelValues("success").Inc()
+				swapped(p)
+				log.Info("policy reloaded", "revision", p.Revision[:12], "files", len(p.Files))
+			})
+			if err != nil {
+				log.Error("policy watcher stopped", "err", err)
+			}
+		}()
+	}
+
+	egressLn, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("egress listener: %w", err)
+	}
+	egress := &http.Server{
+		Handler:           px,
+		ReadHeaderTimeout: c.ReadHeaderTimeout,
+		ReadTimeout:       c.ReadTimeout,
+		WriteTimeout:      c.WriteTimeout,
+		IdleTimeout:       c.IdleTimeout,
+		MaxHeaderBytes:    int(c.MaxHeaderBytes),
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	servers := []*http.Server{egress}
+	errc := make(chan error, 2)
+	go func() { errc <- egress.Serve(egressLn) }()
+	adminAddr := ""
+	if c.Admin != "" {
+		adminLn, err := net.Listen("tcp", c.Admin)
+		if err != nil {
+			egress.Close()
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		adminAddr = adminLn.Addr().String()
+		admin := &http.Server{Handler: proxy.AdminHandler(eng, reg), ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, admin)
+		go func() { errc <- admin.Serve(adminLn) }()
+	}
+	log.Info("pare listening", "egress", egressLn.Addr().String(), "admin", adminAddr,
+		"service", c.Service, "ledger", c.Ledger, "dry_run", c.DryRun)
+	if ready != nil {
+		ready(egressLn.Addr().String(), adminAddr)
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			for _, s := range servers {
+				s.Close()
+			}
+			return err
+		}
+	}
+	log.Info("shutting down: draining in-flight requests")
+	sctx, scancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	defer scancel()
+	for _, s := range servers {
+		if err := s.Shutdown(sctx); err != nil {
+			log.Warn("shutdown", "err", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,5 @@
+package egress
+
+decision := {"allow": true} if {
+	input.request.host == 
+}

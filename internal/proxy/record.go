@@ -1,0 +1,66 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/pare-dev/pare/internal/ledger"
+)
+
+// record builds the ledger record of tx. It holds paths, never values.
+func (p *Proxy) record(tx *txn, kind, outcome string, status int) *ledger.Record {
+	rec := &ledger.Record{
+		Kind:       kind,
+		DecisionID: tx.id,
+		Outcome:    outcome,
+		Status:     status,
+		BytesIn:    tx.bytesIn,
+		BytesOut:   tx.bytesOut,
+		DryRun:     tx.dryRun,
+		Service:    p.cfg.Service,
+	}
+	if in := tx.in; in != nil {
+		rec.Host, rec.Method, rec.Path = in.Host, in.Method, in.Path
+		rec.Purpose, rec.Subject = in.Purpose, in.Subject
+		rec.LegalBasis, rec.Requester, rec.Approver = in.LegalBasis, in.Requester, in.Approver
+	}
+	if tx.policy != nil {
+		rec.Revision = tx.policy.Revision
+	}
+	if d := tx.decision; d != nil {
+		rec.Vendor = d.Vendor
+		if len(d.Transforms) > 0 {
+			rec.Transforms = d.Transforms
+		}
+	}
+	if kind == ledger.KindDisclosure {
+		for i, rep := range tx.reports {
+			if rep == nil {
+				continue
+			}
+			prefix := reportPrefix[i]
+			rec.FieldsSent = appendPrefixed(rec.FieldsSent, prefix, rep.Kept)
+			rec.FieldsRemoved = appendPrefixed(rec.FieldsRemoved, prefix, rep.Removed)
+			rec.Transformed = appendPrefixed(rec.Transformed, prefix, rep.Transformed)
+		}
+	}
+	return rec
+}
+
+// reportPrefix names where a report's paths are: body paths stand alone,
+// query and header names are marked so the ledger tells them apart.
+var reportPrefix = [...]string{"", "query:", "header:"}
+
+func appendPrefixed(dst []string, prefix string, paths []string) []string {
+	for _, p := range paths {
+		dst = append(dst, prefix+p)
+	}
+	return dst
+}
+
+func (p *Proxy) recordEnd(r *http.Request, tx *txn, kind, outcome string, status int) {
+	if err := p.cfg.Ledger.Append(context.WithoutCancel(r.Context()), p.record(tx, kind, outcome, status)); err != nil {
+		p.m.ledgerErrors.Inc()
+		p.log.Error("ledger: record not written", "kind", kind, "decision_id", tx.id, "err", err)
+	}
+}
