@@ -47,35 +47,41 @@ decision := d if {
 # the engine keys its decision cache on the paths the policy reads, and parses bodies only for
 # policies that read input.body.
 
-str(x) := x if is_string(x)
+# Each field is read by its full path (input.request.host, not input.request): the engine keys
+# its decision cache on exactly the paths read, so request ids in headers or the subject's id
+# never split the cache.
+host := trim_suffix(lower(h), ".") if {
+	h := input.request.host
+	is_string(h)
+} else := ""
 
-else := ""
+method := upper(m) if {
+	m := input.request.method
+	is_string(m)
+} else := ""
 
-request := r if {
-	r := input.request
-	is_object(r)
-} else := {}
+path := p if {
+	p := input.request.path
+	is_string(p)
+} else := ""
 
-host := trim_suffix(lower(str(object.get(request, "host", ""))), ".")
+scheme := lower(s) if {
+	s := input.request.scheme
+	is_string(s)
+} else := ""
 
-method := upper(str(object.get(request, "method", "")))
-
-path := str(object.get(request, "path", ""))
-
-scheme := lower(str(object.get(request, "scheme", "")))
+request_port := p if {
+	p := input.request.port
+	is_number(p)
+} else := 0
 
 purpose := lower(trim_space(p)) if {
 	p := input.purpose
 	is_string(p)
 } else := ""
 
-subject := s if {
-	s := input.subject
-	is_object(s)
-} else := {}
-
 consents := c if {
-	c := subject.consents
+	c := input.subject.consents
 	is_array(c)
 } else := []
 
@@ -84,11 +90,11 @@ source_service := s if {
 	is_string(s)
 } else := ""
 
-gpc if subject.gpc == true
+gpc if input.subject.gpc == true
 
 # The consent source failed: anything that needs consent must fail closed.
 consents_unavailable if {
-	e := subject.consents_error
+	e := input.subject.consents_error
 	not e in {"", null, false}
 }
 
@@ -418,8 +424,7 @@ card_contract if object.get(contract, "cards", "block") == "allow"
 # The upstream port is the contract's (the decision's "port"); a request that names another
 # explicit port than its scheme's default asked for a service the contract does not cover.
 deny contains {"rank": 21, "code": "denied", "reason": sprintf("%s allows port %d only", [who, port])} if {
-	p := object.get(request, "port", 0)
-	not p in {0, port, scheme_default_port}
+	not request_port in {0, port, scheme_default_port}
 }
 
 scheme_default_port := 80 if scheme == "http"

@@ -15,6 +15,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/pare-dev/pare/internal/contract"
 )
@@ -145,7 +146,9 @@ func Load(ctx context.Context, fsys fs.FS, opt LoadOptions) (*Policy, error) {
 	if len(compiler.GetRulesForVirtualDocument(ast.MustParseRef(Entrypoint))) == 0 {
 		return nil, fmt.Errorf("compile policies: no rule defines %s", Entrypoint)
 	}
-	store, err := res.Store()
+	// Policy data is read on every evaluation: keep it as AST values so
+	// reads don't convert the contracts from Go values each time.
+	store, err := res.StoreWithOpts(inmem.OptReturnASTValuesOnRead(true), inmem.OptRoundTripOnWrite(false))
 	if err != nil {
 		return nil, fmt.Errorf("load policy data: %w", err)
 	}
@@ -153,6 +156,7 @@ func Load(ctx context.Context, fsys fs.FS, opt LoadOptions) (*Policy, error) {
 		rego.Query(Entrypoint),
 		rego.Compiler(compiler),
 		rego.Store(store),
+		rego.StoreReadAST(true),
 	).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", Entrypoint, err)
