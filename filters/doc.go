@@ -1,0 +1,95 @@
+// Package filters owns Pare's payload minimizers: it reduces an outbound
+// body, query string or header set to what a vendor contract allows, before
+// the request leaves.
+//
+// The engine decides (through OPA) which paths a vendor may receive; this
+// package only applies that decision. It knows nothing about HTTP servers,
+// OPA or contracts, so every front end (the HTTP proxy, an ext_proc server)
+// gets the same minimization, and the filters can be tested and fuzzed on
+// their own.
+//
+// # Paths
+//
+// A path uses the syntax of OPA's json.filter: segments separated by "/",
+// leading slashes ignored, "~1" for a "/" and "~0" for a "~" inside a
+// segment. A segment that is all digits matches an array index as well as an
+// object key with that name. The segment "*" matches any key or index at its
+// level; a key literally named "*" can only be reached through it. Empty
+// segments ("a//b", "a/") and "~" followed by anything but 0 or 1 are rejected
+// by Compile rather than guessed at: in a field allowlist a typo must fail
+// loudly, not match something else.
+//
+// A path keeps the whole subtree under it; anything not reached by a path is
+// removed (default deny). For masks without "*", Mask.JSON gives the same
+// value as json.filter(doc, paths), including its two less obvious rules:
+// arrays are compacted (unselected elements are dropped, later ones shift
+// left), and a container on the way to a path is kept even when nothing
+// beneath it matched (it becomes {} or []). Also as in json.filter, a scalar
+// found where a path expected a container is kept as it is: a contract that
+// names "card/last4" sends "card" whole when it turns out to be a string. The
+// card guard still applies to it, and when a transform was configured beneath
+// it the scalar is sent as "[REDACTED]" instead, since we cannot tell which
+// part the transform was meant for. A "*" behaves as if it were expanded to
+// every key or index present, and so selects nothing in a scalar or an empty
+// container: "items/*/sku" removes an empty "items" array entirely, where
+// "items/0/sku" would keep it as []. Mask.JSON is tested against json.filter
+// on OPA's own cases and by a differential fuzz test (wildcards expanded).
+//
+// # Transforms
+//
+// A transform rewrites values instead of removing them: hmac, last4, redact,
+// year and truncate:N (see ParseTransform). A transformed path is sent even
+// when it is not among the fields. A transform applies to the scalar at its
+// path, or to every scalar leaf beneath it when the path names an object or
+// array; the deepest transform on a path wins. Strings are transformed by
+// their unescaped content, numbers and booleans by their literal text, and
+// null stays null. The result is always a string. A value a transform cannot
+// handle (year of "n/a", last4 of a value of four characters or fewer) is
+// sent as "[REDACTED]" and still reported as transformed: failing closed
+// keeps the request flowing without leaking the original.
+//
+// # Card guard
+//
+// Every string and number that is about to leave untransformed, and every
+// object key or form name that leaves, is scanned for card numbers: runs of
+// 13 to 19 digits, optionally separated by single spaces or dashes, that pass
+// the Luhn check and are not adjacent to other digits. Options.Cards decides
+// what happens: CardsBlock (the zero value) fails the request with
+// ErrCardNumber, CardsRedact replaces each run with "[CARD REDACTED]" (a
+// number containing one becomes that string; a key or form pair containing
+// one is removed), CardsAllow skips the scan.
+//
+// # JSON
+//
+// Mask.JSON is a hand-written single-pass scanner and writer rather than
+// encoding/json or OPA: encoding/json round-trips numbers through float64 and
+// loses key order (and is several times slower), and json.filter needs the
+// body converted into an OPA AST first. Numbers and untransformed strings
+// are copied byte for byte, key order is kept, whitespace between tokens is
+// not (the output is compact). The whole input is validated, removed parts
+// included, and rejected with a *SyntaxError when it is not a single valid
+// JSON value: this includes duplicate keys in an object (compared after
+// unescaping), because parsers disagree on which duplicate wins and a body
+// the policy read one way and the vendor reads another is a smuggling
+// vector, and invalid UTF-8, for the same reason (RFC 8259 requires UTF-8,
+// and decoders differ in how they repair it). A body whose top value is not
+// an object or array returns ErrNotContainer: no path can select the root.
+//
+// # Forms and query strings
+//
+// Mask.Form reads application/x-www-form-urlencoded bodies with Stripe/Rails
+// bracket nesting: "card[number]" is the path card/number, "items[0][sku]" is
+// items/0/sku, and "expand[]" is numbered by occurrence (expand/0, expand/1).
+// Kept pairs are copied in their original encoding and order; transformed or
+// redacted values are re-encoded. Indices are kept as sent (a form has no
+// array to compact). Values are octets: invalid UTF-8 passes through. A raw
+// ";" is rejected, as Go's net/url does, because some servers treat it as a
+// pair separator. Query filters a query string by base name with the same
+// parser.
+//
+// # Reports
+//
+// Every filter returns a Report of the paths kept, removed, transformed and
+// card-guarded, for the disclosure ledger. Reports and errors contain paths
+// only, never values.
+package filters

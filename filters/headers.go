@@ -1,0 +1,73 @@
+package filters
+
+import (
+	"sort"
+	"strings"
+)
+
+// protocolHeaders are always kept: without them the vendor cannot parse the
+// (already filtered) body or negotiate a response, and they carry no
+// personal data.
+var protocolHeaders = []string{"content-type", "accept"}
+
+// internalHeaderPrefixes never leave, even when a contract lists them: they
+// carry Pare's own inputs (purpose, subject, legal basis, approver), which
+// describe the person and the decision, not the request to the vendor.
+var internalHeaderPrefixes = []string{"x-data-", "x-legal-", "x-pare-"}
+
+// Headers deletes in place every header of h whose name is not in allowed
+// (compared case-insensitively), except content-type and accept, which are
+// always kept; x-data-*, x-legal-* and x-pare-* are always deleted.
+// http.Header converts to the argument type. Hop-by-hop headers are the
+// proxy's business, not this function's. The report lists lower-cased names,
+// sorted, since a map has no document order; header values are not
+// card-scanned.
+func Headers(h map[string][]string, allowed []string) *Report {
+	var kept, removed []string
+	for name := range h {
+		lower := strings.ToLower(name)
+		if headerAllowed(lower, allowed) {
+			kept = append(kept, lower)
+			continue
+		}
+		delete(h, name)
+		removed = append(removed, lower)
+	}
+	rep := &Report{RemovedCount: len(removed)}
+	rep.Kept = sortedUnique(kept)
+	rep.Removed = sortedUnique(removed)
+	return rep
+}
+
+func headerAllowed(lower string, allowed []string) bool {
+	for _, p := range internalHeaderPrefixes {
+		if strings.HasPrefix(lower, p) {
+			return false
+		}
+	}
+	for _, p := range protocolHeaders {
+		if lower == p {
+			return true
+		}
+	}
+	for _, a := range allowed {
+		if strings.EqualFold(a, lower) {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedUnique(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	sort.Strings(s)
+	out := s[:1]
+	for _, v := range s[1:] {
+		if v != out[len(out)-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}

@@ -1,0 +1,169 @@
+package filters
+
+// Report says what a filter did, for the disclosure ledger. Paths use the
+// mask syntax with array indices (and numeric form indices) written as "*",
+// deduplicated, in document order. Reports never contain values.
+type Report struct {
+	// Kept lists what was sent: kept leaves and the roots of kept subtrees,
+	// transformed ones included.
+	Kept []string
+	// Removed lists the topmost removed nodes.
+	Removed []string
+	// Transformed lists the roots where a transform applied.
+	Transformed []string
+	// Cards lists where the card guard redacted a card number.
+	Cards []string
+	// RemovedCount counts removed nodes before normalisation and
+	// deduplication: ten removed array elements count ten. In a form, the
+	// pairs under one removed name prefix (customer[email],
+	// customer[phone]...) are one node, as they would be in JSON.
+	RemovedCount int
+}
+
+type listKind uint8
+
+const (
+	listKept listKind = iota
+	listRemoved
+	listTransformed
+	listCards
+	numLists
+)
+
+// reportBuilder collects paths into one byte buffer and turns them into
+// strings with a single allocation at the end, since a large body can report
+// thousands of (mostly duplicate) paths.
+type reportBuilder struct {
+	buf   []byte
+	spans [numLists][]span
+	// dedup indexes the spans added through add (those that may repeat);
+	// a map takes over when there are many.
+	dedup [numLists][]int
+	seen  [numLists]map[string]struct{}
+	count int
+}
+
+type span struct {
+	start, end int
+	hash       uint32
+}
+
+// linearDedupMax is how many repeatable paths a list holds before dedup
+// switches from a scan to a map; typical contracts stay below it.
+const linearDedupMax = 32
+
+func fnv32(p []byte) uint32 {
+	h := uint32(2166136261)
+	for _, c := range p {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	return h
+}
+
+// add records path p (already normalised) in list k unless present.
+func (r *reportBuilder) add(k listKind, p []byte) {
+	h := fnv32(p)
+	if m := r.seen[k]; m != nil {
+		if _, ok := m[string(p)]; ok {
+			return
+		}
+	} else {
+		for _, i := range r.dedup[k] {
+			s := r.spans[k][i]
+			if s.hash == h && string(r.buf[s.start:s.end]) == string(p) {
+				return
+			}
+		}
+	}
+	r.addUnique(k, p)
+	sp := &r.spans[k][len(r.spans[k])-1]
+	sp.hash = h
+	r.dedup[k] = append(r.dedup[k], len(r.spans[k])-1)
+	if m := r.seen[k]; m != nil {
+		m[string(p)] = struct{}{}
+	} else if len(r.dedup[k]) > linearDedupMax {
+		m = make(map[string]struct{}, 2*linearDedupMax)
+		for _, i := range r.dedup[k] {
+			s := r.spans[k][i]
+			m[string(r.buf[s.start:s.end])] = struct{}{}
+		}
+		r.seen[k] = m
+	}
+}
+
+// addUnique records p, which the caller knows is not in list k and will
+// not be added again.
+func (r *reportBuilder) addUnique(k listKind, p []byte) {
+	start := len(r.buf)
+	r.buf = append(r.buf, p...)
+	r.spans[k] = append(r.spans[k], span{start: start, end: len(r.buf)})
+}
+
+type reportMark struct {
+	buf, count int
+	lens       [numLists]int
+	dedup      [numLists]int
+}
+
+func (r *reportBuilder) mark() reportMark {
+	m := reportMark{buf: len(r.buf), count: r.count}
+	for k := range r.spans {
+		m.lens[k] = len(r.spans[k])
+		m.dedup[k] = len(r.dedup[k])
+	}
+	return m
+}
+
+// rollback forgets what was added since m. Everything added was new (add
+// dedups), so removing those entries from the maps is exact.
+func (r *reportBuilder) rollback(m reportMark) {
+	for k := range r.spans {
+		if seen := r.seen[k]; seen != nil {
+			for _, i := range r.dedup[k][m.dedup[k]:] {
+				s := r.spans[k][i]
+				delete(seen, string(r.buf[s.start:s.end]))
+			}
+		}
+		r.dedup[k] = r.dedup[k][:m.dedup[k]]
+		r.spans[k] = r.spans[k][:m.lens[k]]
+	}
+	r.buf = r.buf[:m.buf]
+	r.count = m.count
+}
+
+func (r *reportBuilder) reset() {
+	r.buf = r.buf[:0]
+	for i := range r.spans {
+		r.spans[i] = r.spans[i][:0]
+		r.dedup[i] = r.dedup[i][:0]
+		r.seen[i] = nil
+	}
+	r.count = 0
+}
+
+func (r *reportBuilder) build() *Report {
+	n := 0
+	for _, l := range r.spans {
+		n += len(l)
+	}
+	rep := &Report{RemovedCount: r.count}
+	if n == 0 {
+		return rep
+	}
+	// One string for every path and one backing array for the four lists.
+	all := string(r.buf)
+	strs := make([]string, n)
+	lists := [numLists]*[]string{&rep.Kept, &rep.Removed, &rep.Transformed, &rep.Cards}
+	i := 0
+	for k, l := range r.spans {
+		if len(l) == 0 {
+			continue
+		}
+		for j, s := range l {
+			strs[i+j] = all[s.start:s.end]
+		}
+		*lists[k] = strs[i : i+len(l) : i+len(l)]
+		i += len(l)
+	}
+	return rep
+}
