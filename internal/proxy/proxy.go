@@ -187,7 +187,6 @@ type txn struct {
 	bytesIn  int64
 	bytesOut int64
 	reports  []*filters.Report
-	wouldBe  string // in dry run: the refusal that was not enforced
 	// disclosed is set once the disclosure record is durable: from then on
 	// the request's end is an outcome record, not a refusal.
 	disclosed bool
@@ -263,13 +262,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tx.decision = d
-	tx.dryRun = p.cfg.DryRun || d.DryRun
+	// Dry run relaxes masking only: a refusal (unknown vendor, missing
+	// consent, a blocked card number, a malformed body) is enforced in dry
+	// run too, because dry run exists to try a contract's field list on a
+	// vendor the app already talks to, not to open the proxy.
 	if !d.Allow {
-		if !p.cfg.DryRun {
-			p.refuseCode(w, r, tx, d.Code, d.Reason, nil)
-			return
-		}
-		tx.wouldBe = string(d.Code)
+		p.refuseCode(w, r, tx, d.Code, d.Reason, nil)
+		return
 	}
 
 	if !bodyRead {
@@ -282,12 +281,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	out, err := p.minimize(r, tx, body)
 	if err != nil {
-		if !tx.dryRun {
-			p.refuseErr(w, r, tx, err)
-			return
-		}
-		tx.wouldBe = string(engine.CodeOf(err))
+		p.refuseErr(w, r, tx, err)
+		return
 	}
+	// In dry run the original leaves and the ledger records what would have
+	// been removed — unless the card guard redacted a card number: card data
+	// reaches a vendor not entitled to it in no mode.
+	tx.dryRun = (p.cfg.DryRun || d.DryRun) && len(tx.reports[0].Cards) == 0
 	if tx.dryRun {
 		out = p.original(r, t, body)
 	}
@@ -492,9 +492,6 @@ func (p *Proxy) finish(r *http.Request, tx *txn, outcome string, status int, met
 	}
 	if tx.dryRun {
 		attrs = append(attrs, "dry_run", true)
-		if tx.wouldBe != "" {
-			attrs = append(attrs, "would_refuse", tx.wouldBe)
-		}
 	}
 	if cause != nil {
 		attrs = append(attrs, "err", cause.Error())
