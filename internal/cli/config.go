@@ -84,7 +84,9 @@ func (c *Config) validate() error {
 	if c.Listen == "" {
 		errs = append(errs, errors.New("listen is empty"))
 	}
-	if c.Admin != "" && c.Admin == c.Listen {
+	// Port 0 asks for a free port per listener, so equal ":0" addresses
+	// cannot collide.
+	if c.Admin != "" && c.Admin == c.Listen && !strings.HasSuffix(c.Listen, ":0") {
 		errs = append(errs, errors.New("admin must not share the egress listener's address"))
 	}
 	if c.Ledger == "" {
