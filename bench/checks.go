@@ -1,0 +1,226 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+)
+
+// MemoryCheck is issue 4's memory target: 64 concurrent 10 MiB bodies
+// through Pare stay under 1 GiB of RSS.
+type MemoryCheck struct {
+	Conc, Requests, Errors int
+	FirstError             string
+	BodyBytes              int
+	Elapsed                time.Duration
+	StartRSSKB, PeakRSSKB  int64 // Pare's VmRSS when ready, VmHWM at the end
+	LimitKB                int64
+	Err                    string
+}
+
+// OK reports whether the target holds.
+func (m *MemoryCheck) OK() bool {
+	return m != nil && m.Err == "" && m.Errors == 0 && m.PeakRSSKB > 0 && m.PeakRSSKB < m.LimitKB
+}
+
+// memoryCheck sends 2×64 requests of a 10 MiB attendee array, 64 at a time,
+// through a fresh Pare and reads its peak RSS.
+func (r *runner) memoryCheck(ctx context.Context, payloads string) (*MemoryCheck, error) {
+	ws, err := LoadWorkloads(payloads, []int{10 << 20})
+	if err != nil {
+		return nil, err
+	}
+	w := &ws[len(ws)-1]
+	in := &instanceProcs{}
+	defer func() { r.ps.stop(in.all...) }()
+	if err := r.startRow(ctx, RowPare, in); err != nil {
+		return nil, err
+	}
+	pid := in.measured[0].pid()
+	m := &MemoryCheck{Conc: 64, Requests: 128, BodyBytes: len(w.Body), LimitKB: 1 << 20}
+	if m.StartRSSKB, err = statusKB(pid, "VmRSS"); err != nil {
+		return nil, err
+	}
+	r.logf("memory check: %d × %s through Pare, %d at a time", m.Requests, SizeLabel(len(w.Body)), m.Conc)
+	cl := newClient(in.target, in.stubAddr, r.roots, m.Conc)
+	s := cl.run(ctx, w, m.Conc, m.Requests)
+	cl.close()
+	m.Errors, m.FirstError, m.Elapsed = s.Errors, s.FirstError, s.Elapsed
+	if m.PeakRSSKB, err = statusKB(pid, "VmHWM"); err != nil {
+		return nil, err
+	}
+	r.logf("memory check: peak RSS %.0f MiB (start %.0f MiB), %d errors", float64(m.PeakRSSKB)/1024, float64(m.StartRSSKB)/1024, m.Errors)
+	return m, nil
+}
+
+// LimitCheck is issue 4's "a 413 never costs the whole body": requests whose
+// body exceeds --max-body (10 MiB, Pare's default) sent to a fresh Pare.
+type LimitCheck struct {
+	MaxBody  int64
+	Declared int64 // the Content-Length declared
+	// Headers only: Content-Length above the limit and no body byte sent.
+	HeadersStatus int
+	HeadersTime   time.Duration
+	// The same, with the body streamed as fast as the socket takes it: body
+	// bytes written when the answer arrived (an upper bound of what Pare
+	// read: the kernel's socket buffers hold some of it).
+	StreamStatus int
+	StreamTime   time.Duration
+	StreamSent   int64
+	// Chunked, no Content-Length: Pare must read up to the limit to know.
+	ChunkedStatus int
+	ChunkedTime   time.Duration
+	ChunkedSent   int64
+	Err           string
+}
+
+// OK reports whether every oversized request was refused with 413 before its
+// body was sent: at once with a declared length, right after the limit when
+// chunked.
+func (l *LimitCheck) OK() bool {
+	return l != nil && l.Err == "" &&
+		l.HeadersStatus == http.StatusRequestEntityTooLarge && l.HeadersTime < time.Second &&
+		l.StreamStatus == http.StatusRequestEntityTooLarge && l.StreamSent < l.MaxBody &&
+		l.ChunkedStatus == http.StatusRequestEntityTooLarge && l.ChunkedSent < l.MaxBody+(16<<20)
+}
+
+func (r *runner) limitCheck(ctx context.Context) (*LimitCheck, error) {
+	in := &instanceProcs{}
+	defer func() { r.ps.stop(in.all...) }()
+	if err := r.startRow(ctx, RowPare, in); err != nil {
+		return nil, err
+	}
+	l := &LimitCheck{MaxBody: 10 << 20, Declared: 1 << 30}
+	var err error
+	if l.HeadersStatus, l.HeadersTime, _, err = oversized(ctx, in.target, l.Declared, false, false); err != nil {
+		return nil, fmt.Errorf("headers only: %w", err)
+	}
+	if l.StreamStatus, l.StreamTime, l.StreamSent, err = oversized(ctx, in.target, l.Declared, false, true); err != nil {
+		return nil, fmt.Errorf("streamed: %w", err)
+	}
+	if l.ChunkedStatus, l.ChunkedTime, l.ChunkedSent, err = oversized(ctx, in.target, l.Declared, true, true); err != nil {
+		return nil, fmt.Errorf("chunked: %w", err)
+	}
+	r.logf("413 check: headers only %d in %s; streamed %d in %s after %s sent; chunked %d in %s after %s sent",
+		l.HeadersStatus, l.HeadersTime.Round(time.Microsecond), l.StreamStatus, l.StreamTime.Round(time.Microsecond), SizeLabel(int(l.StreamSent)),
+		l.ChunkedStatus, l.ChunkedTime.Round(time.Microsecond), SizeLabel(int(l.ChunkedSent)))
+	return l, nil
+}
+
+// oversized sends a POST of up to declared body bytes to the proxy at addr
+// and returns the status, the time to the response and how many body bytes
+// had been written when it arrived.
+func oversized(ctx context.Context, addr string, declared int64, chunked, stream bool) (int, time.Duration, int64, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer conn.Close()
+	var h bytes.Buffer
+	h.WriteString("POST http://api.stripe.com/v1/payment_intents HTTP/1.1\r\nHost: api.stripe.com\r\n" +
+		"Content-Type: application/json\r\nX-Data-Purpose: payment\r\nX-Data-Subject: u-1\r\n")
+	if chunked {
+		h.WriteString("Transfer-Encoding: chunked\r\n\r\n")
+	} else {
+		fmt.Fprintf(&h, "Content-Length: %d\r\n\r\n", declared)
+	}
+	start := time.Now()
+	if _, err := conn.Write(h.Bytes()); err != nil {
+		return 0, 0, 0, err
+	}
+	var sent atomic.Int64
+	stop := make(chan struct{})
+	defer close(stop)
+	if stream {
+		go func() {
+			chunk := bytes.Repeat([]byte(" "), 64<<10)
+			frame := chunk
+			if chunked {
+				frame = append(fmt.Appendf(nil, "%x\r\n", len(chunk)), chunk...)
+				frame = append(frame, "\r\n"...)
+			}
+			for sent.Load() < declared {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				if _, err := conn.Write(frame); err != nil {
+					return
+				}
+				sent.Add(int64(len(chunk)))
+			}
+		}()
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	elapsed, n := time.Since(start), sent.Load()
+	if err != nil {
+		return 0, elapsed, n, fmt.Errorf("no answer after %s with %d body bytes sent: %w", elapsed.Round(time.Millisecond), n, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, elapsed, n, nil
+}
+
+// profile takes a CPU profile of a fresh Pare through its admin
+// /debug/pprof/profile while checkout.json runs at concurrency 16, and
+// returns `go tool pprof -top` of it and where the profile was saved.
+func (r *runner) profile(ctx context.Context, w *Workload, seconds int) (string, string, error) {
+	in := &instanceProcs{}
+	defer func() { r.ps.stop(in.all...) }()
+	if err := r.startRow(ctx, RowPare, in); err != nil {
+		return "", "", err
+	}
+	const conc = 16
+	cl := newClient(in.target, in.stubAddr, r.roots, conc)
+	defer cl.close()
+	cl.run(ctx, w, conc, 500) // warm-up
+	until := time.Now().Add(time.Duration(seconds)*time.Second + 2*time.Second)
+	done := make(chan *Sample, 1)
+	go func() { done <- cl.runUntil(ctx, w, conc, 1<<30, until) }()
+	r.logf("profiling Pare for %ds under %s at c=%d", seconds, w.Name, conc)
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", in.admin, seconds)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := (&http.Client{Timeout: time.Duration(seconds+30) * time.Second}).Do(req)
+	if err != nil {
+		<-done
+		return "", "", err
+	}
+	prof, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	s := <-done
+	if err != nil {
+		return "", "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", "", fmt.Errorf("%s: HTTP %d: %s", url, resp.StatusCode, oneLine(string(prof), 200))
+	}
+	file := filepath.Join(os.TempDir(), fmt.Sprintf("pare-cpu-%s.pprof", time.Now().Format("20060102-150405")))
+	if err := os.WriteFile(file, prof, 0o644); err != nil {
+		return "", "", err
+	}
+	var out bytes.Buffer
+	fmt.Fprintf(&out, "load during the profile: %d requests, %.0f req/s, %d errors\n\n", s.Requests, s.RPS(), s.Errors)
+	for _, args := range [][]string{{"-top", "-nodecount=25"}, {"-top", "-cum", "-nodecount=25"}} {
+		cmd := exec.CommandContext(ctx, goTool(), append(append([]string{"tool", "pprof"}, args...), r.pare, file)...)
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			return "", file, errors.Join(err, errors.New(oneLine(string(b), 300)))
+		}
+		out.Write(b)
+		out.WriteString("\n")
+	}
+	return out.String(), file, nil
+}

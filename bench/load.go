@@ -1,0 +1,175 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Sample is the outcome of one batch of requests at one concurrency.
+type Sample struct {
+	Requests    int
+	Errors      int    // responses other than 200 and transport errors
+	FirstError  string // one of them, for the report
+	Elapsed     time.Duration
+	Latencies   []time.Duration // sorted, successful requests only
+	VendorBytes int64           // body bytes the stub received, summed
+}
+
+// RPS is requests per second over the batch.
+func (s *Sample) RPS() float64 {
+	if s.Elapsed <= 0 {
+		return 0
+	}
+	return float64(s.Requests) / s.Elapsed.Seconds()
+}
+
+// Quantile returns the q-quantile latency (nearest rank).
+func (s *Sample) Quantile(q float64) time.Duration {
+	n := len(s.Latencies)
+	if n == 0 {
+		return 0
+	}
+	i := int(math.Ceil(float64(n)*q-1e-9)) - 1
+	i = min(max(i, 0), n-1)
+	return s.Latencies[i]
+}
+
+// client sends the workload either to the vendor stub directly (proxy == "")
+// over TLS, or through a proxy in plain HTTP, absolute-form, as an app with
+// HTTP_PROXY set does.
+type client struct {
+	hc    *http.Client
+	proxy string
+}
+
+func newClient(proxy, stub string, roots *x509.CertPool, conc int) *client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = 4 * conc
+	tr.MaxIdleConnsPerHost = conc
+	tr.DisableCompression = true
+	// HTTP/1.1 both ways, one keep-alive connection per worker: the direct
+	// client differs from the proxied ones only by the hop (and TLS).
+	tr.ForceAttemptHTTP2 = false
+	if proxy != "" {
+		tr.Proxy = http.ProxyURL(&url.URL{Scheme: "http", Host: proxy})
+	} else {
+		tr.Proxy = nil
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, stub)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
+	return &client{hc: &http.Client{Transport: tr, Timeout: 2 * time.Minute}, proxy: proxy}
+}
+
+func (c *client) close() { c.hc.CloseIdleConnections() }
+
+func (c *client) url(w *Workload) string {
+	if c.proxy != "" {
+		return "http://" + w.Host + w.Path
+	}
+	return "https://" + w.Host + w.Path
+}
+
+// do sends one request and reads the whole response.
+func (c *client) do(ctx context.Context, w *Workload) (status int, vendorBytes int64, msg string, err error) {
+	req, err := http.NewRequestWithContext(ctx, w.Method, c.url(w), bytes.NewReader(w.Body))
+	if err != nil {
+		return 0, 0, "", err
+	}
+	req.Header.Set("Content-Type", w.ContentType)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Authorization", "Bearer bench-token")
+	req.Header.Set("X-Data-Purpose", w.Purpose)
+	req.Header.Set("X-Data-Subject", "u-1")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, 0, "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
+		msg = string(b)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return resp.StatusCode, 0, msg, err
+	}
+	vb, _ := strconv.ParseInt(resp.Header.Get(ReceivedHeader), 10, 64)
+	return resp.StatusCode, vb, msg, nil
+}
+
+// run sends n requests with conc workers, each worker one request at a time
+// over keep-alive connections.
+func (c *client) run(ctx context.Context, w *Workload, conc, n int) *Sample {
+	return c.runUntil(ctx, w, conc, n, time.Time{})
+}
+
+// runUntil is run that also stops starting requests at until (when not zero).
+func (c *client) runUntil(ctx context.Context, w *Workload, conc, n int, until time.Time) *Sample {
+	s := &Sample{}
+	var sent atomic.Int64
+	var (
+		next   atomic.Int64
+		mu     sync.Mutex
+		wg     sync.WaitGroup
+		vbytes atomic.Int64
+	)
+	lats := make([][]time.Duration, conc)
+	start := time.Now()
+	for i := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				if !until.IsZero() && time.Now().After(until) {
+					return
+				}
+				sent.Add(1)
+				t0 := time.Now()
+				status, vb, msg, err := c.do(ctx, w)
+				d := time.Since(t0)
+				if err == nil && status == http.StatusOK {
+					lats[i] = append(lats[i], d)
+					vbytes.Add(vb)
+					continue
+				}
+				mu.Lock()
+				s.Errors++
+				if s.FirstError == "" {
+					if err != nil {
+						s.FirstError = err.Error()
+					} else {
+						s.FirstError = fmt.Sprintf("HTTP %d: %s", status, msg)
+					}
+				}
+				mu.Unlock()
+				if ctx.Err() != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	s.Elapsed = time.Since(start)
+	s.Requests = int(sent.Load())
+	for _, l := range lats {
+		s.Latencies = append(s.Latencies, l...)
+	}
+	slices.Sort(s.Latencies)
+	s.VendorBytes = vbytes.Load()
+	return s
+}

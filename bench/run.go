@@ -1,0 +1,685 @@
+package bench
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Rows of the comparison, numbered as in issue 4.
+const (
+	RowFloor        = 1 // the vendor stub, called directly
+	RowReverseProxy = 2 // bare httputil.ReverseProxy
+	RowPare         = 3 // proxy serve
+	RowOPA          = 4 // small proxy + OPA server
+	RowExtProc      = 5 // Pare's ext_proc server
+)
+
+// AllRows are the rows a run measures by default.
+var AllRows = []int{RowFloor, RowReverseProxy, RowPare, RowOPA, RowExtProc}
+
+// RowName names a row in reports.
+func RowName(row int) string {
+	switch row {
+	case RowFloor:
+		return "1 stub direct (floor)"
+	case RowReverseProxy:
+		return "2 bare ReverseProxy"
+	case RowPare:
+		return "3 Pare"
+	case RowOPA:
+		return "4 proxy + OPA server"
+	case RowExtProc:
+		return "5 Pare ext_proc"
+	}
+	return fmt.Sprintf("row %d", row)
+}
+
+//go:embed opapattern.rego
+var opaPatternRego []byte
+
+// Config is one harness run.
+type Config struct {
+	Quick       bool
+	Rows        []int   // rows to run (default AllRows)
+	Concurrency []int   // default 1, 16, 64 (quick: 4)
+	Sizes       []int   // attendee array sizes (default FullSizes; quick: QuickSizes)
+	Scale       float64 // multiplies the request counts (default 1)
+	PayloadDir  string  // shared/payloads
+	RepoDir     string  // module root: where Pare and OPA are built from
+	SelfBin     string  // a binary with the stub, revproxy and opaproxy subcommands (cmd/bench)
+	ProxyBin    string  // Pare's binary; built from RepoDir when empty
+	OPABin      string  // OPA's binary; built from the module pinned in go.mod when empty
+	Policies    string  // Pare's --policies ("": bundled); row 4 loads its contracts/ (default RepoDir/policies)
+	WorkDir     string  // temporary files (default: a new temp dir, removed at the end)
+	LedgerDir   string  // where Pare's ledgers go (default WorkDir)
+	Checks      bool    // run the 413 check and (full mode) the memory check against Pare
+	Profile     int     // seconds of CPU profile of Pare under checkout.json at c=16 (0: none)
+	Log         io.Writer
+}
+
+// Cell is one row × payload × concurrency measurement.
+type Cell struct {
+	Row        int
+	Payload    string
+	Conc       int
+	NA         string  // why the row did not run this payload
+	Sample     *Sample // nil when NA
+	CPUSeconds float64 // user+system CPU of the row's server processes during the batch
+	// Pare only: decisions made and their mean time during the batch, from
+	// pare_policy_decision_duration_seconds.
+	Decisions    float64
+	DecisionMean time.Duration
+}
+
+// Instance is one set of row processes, started fresh for one payload and
+// used for all its concurrencies.
+type Instance struct {
+	Row       int
+	Payload   string
+	PeakRSSKB int64 // sum over the row's processes of VmHWM
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPUs      int
+	Model     string
+	MemTotal  string
+	GoVersion string
+	Kernel    string
+}
+
+// Results of a run.
+type Results struct {
+	Quick       bool
+	Command     string
+	Machine     Machine
+	Started     time.Time
+	Elapsed     time.Duration
+	Rows        []int
+	Concurrency []int
+	Workloads   []Workload // bodies dropped after the run
+	Cells       []*Cell
+	Instances   []*Instance
+	RowNA       map[int]string // rows that did not run at all
+	Memory      *MemoryCheck
+	Limit       *LimitCheck
+	Profile     string // go tool pprof -top of Pare
+	ProfileFile string
+	Errors      int // non-200 responses and transport errors over all cells
+}
+
+// Cell returns the cell for row, payload and concurrency, or nil.
+func (r *Results) Cell(row int, payload string, conc int) *Cell {
+	for _, c := range r.Cells {
+		if c.Row == row && c.Payload == payload && c.Conc == conc {
+			return c
+		}
+	}
+	return nil
+}
+
+// Instance returns the instance of row for payload, or nil.
+func (r *Results) Instance(row int, payload string) *Instance {
+	for _, in := range r.Instances {
+		if in.Row == row && in.Payload == payload {
+			return in
+		}
+	}
+	return nil
+}
+
+type runner struct {
+	cfg    Config
+	ps     *procSet
+	pki    certFiles
+	roots  *x509.CertPool
+	pare   string // binary
+	opa    string // binary
+	rego   string // opapattern.rego path
+	hmac   string // hmac key file
+	rowNA  map[int]string
+	nextID int
+}
+
+func (r *runner) logf(format string, args ...any) {
+	if r.cfg.Log != nil {
+		fmt.Fprintf(r.cfg.Log, format+"\n", args...)
+	}
+}
+
+// Run runs the benchmark. Every process it starts is killed before it returns.
+func Run(ctx context.Context, cfg Config) (res *Results, err error) {
+	if len(cfg.Rows) == 0 {
+		cfg.Rows = AllRows
+	}
+	if len(cfg.Concurrency) == 0 {
+		cfg.Concurrency = []int{1, 16, 64}
+		if cfg.Quick {
+			cfg.Concurrency = []int{4}
+		}
+	}
+	if cfg.Sizes == nil {
+		cfg.Sizes = FullSizes
+		if cfg.Quick {
+			cfg.Sizes = QuickSizes
+		}
+	}
+	if cfg.Scale <= 0 {
+		cfg.Scale = 1
+	}
+	if cfg.SelfBin == "" {
+		return nil, errors.New("bench: Config.SelfBin is required")
+	}
+	if cfg.WorkDir == "" {
+		d, err := os.MkdirTemp("", "pare-bench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		cfg.WorkDir = d
+	}
+	r := &runner{cfg: cfg, ps: &procSet{}, rowNA: map[int]string{}}
+	defer r.ps.stopAll()
+
+	res = &Results{Quick: cfg.Quick, Machine: machine(), Started: time.Now(), Rows: cfg.Rows, Concurrency: cfg.Concurrency, RowNA: r.rowNA}
+	defer func() { res.Elapsed = time.Since(res.Started) }()
+
+	if r.pki, err = writeStubPKI(cfg.WorkDir); err != nil {
+		return nil, err
+	}
+	if r.roots, err = caPool(r.pki.CA); err != nil {
+		return nil, err
+	}
+	ws, err := LoadWorkloads(cfg.PayloadDir, cfg.Sizes)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.prepare(ctx); err != nil {
+		return nil, err
+	}
+
+	for i := range ws {
+		w := &ws[i]
+		for _, row := range cfg.Rows {
+			if err := ctx.Err(); err != nil {
+				return res, err
+			}
+			na := r.unsupported(row, w)
+			if na == "" {
+				in, cells, err := r.measure(ctx, row, w)
+				if err != nil {
+					if ctx.Err() != nil {
+						return res, ctx.Err()
+					}
+					na = "failed: " + oneLine(err.Error(), 200)
+					r.logf("%s / %s: %v", RowName(row), w.Name, err)
+				} else {
+					res.Instances = append(res.Instances, in)
+					res.Cells = append(res.Cells, cells...)
+					continue
+				}
+			}
+			for _, c := range cfg.Concurrency {
+				res.Cells = append(res.Cells, &Cell{Row: row, Payload: w.Name, Conc: c, NA: na})
+			}
+		}
+	}
+	for _, c := range res.Cells {
+		if c.Sample != nil {
+			res.Errors += c.Sample.Errors
+		}
+	}
+	if cfg.Checks && r.has(RowPare) {
+		// The memory check sends 1.25 GiB through Pare: full mode only.
+		if !cfg.Quick {
+			if res.Memory, err = r.memoryCheck(ctx, cfg.PayloadDir); err != nil {
+				r.logf("memory check: %v", err)
+				res.Memory = &MemoryCheck{Err: err.Error()}
+			}
+		}
+		if res.Limit, err = r.limitCheck(ctx); err != nil {
+			r.logf("413 check: %v", err)
+			res.Limit = &LimitCheck{Err: err.Error()}
+		}
+	}
+	if cfg.Profile > 0 && r.has(RowPare) {
+		if res.Profile, res.ProfileFile, err = r.profile(ctx, &ws[0], cfg.Profile); err != nil {
+			r.logf("profile: %v", err)
+			res.Profile = "profile failed: " + err.Error()
+		}
+	}
+	for i := range ws {
+		ws[i].Body = ws[i].Body[:0:0]
+	}
+	res.Workloads = ws
+	return res, ctx.Err()
+}
+
+func (r *runner) has(row int) bool {
+	if _, na := r.rowNA[row]; na {
+		return false
+	}
+	for _, x := range r.cfg.Rows {
+		if x == row {
+			return true
+		}
+	}
+	return false
+}
+
+// prepare builds the binaries the rows need; a row whose binary cannot be
+// built is reported n/a rather than failing the run.
+func (r *runner) prepare(ctx context.Context) error {
+	r.hmac = filepath.Join(r.cfg.WorkDir, "hmac.key")
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	if err := os.WriteFile(r.hmac, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return err
+	}
+	r.rego = filepath.Join(r.cfg.WorkDir, "opapattern.rego")
+	if err := os.WriteFile(r.rego, opaPatternRego, 0o600); err != nil {
+		return err
+	}
+	r.rowNA[RowExtProc] = "n/a (no ext_proc server yet)"
+	if r.has(RowPare) {
+		r.pare = r.cfg.ProxyBin
+		if r.pare == "" {
+			r.pare = filepath.Join(r.cfg.WorkDir, "proxy")
+			r.logf("building Pare: go build -o %s ./cmd/proxy", r.pare)
+			if err := goBuild(ctx, r.cfg.RepoDir, r.pare, "./cmd/proxy"); err != nil {
+				r.rowNA[RowPare] = "n/a (cmd/proxy does not build)"
+				r.logf("Pare does not build, row 3 is n/a: %v", err)
+			}
+		}
+	}
+	if r.has(RowOPA) {
+		r.opa = r.cfg.OPABin
+		if r.opa == "" {
+			var err error
+			if r.opa, err = BuildOPA(ctx, r.cfg.RepoDir, r.cfg.Log); err != nil {
+				r.rowNA[RowOPA] = "n/a (opa does not build)"
+				r.logf("OPA does not build, row 4 is n/a: %v", err)
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+// unsupported says why row cannot run w ("" when it can).
+func (r *runner) unsupported(row int, w *Workload) string {
+	if na, ok := r.rowNA[row]; ok {
+		return na
+	}
+	if row == RowOPA && !w.JSON {
+		return "n/a (JSON only)"
+	}
+	return ""
+}
+
+// OPA holds a parsed input about 40 times the size of its JSON body (about
+// 450 MiB of RSS for one 10 MiB body): cells of row 4 with more body bytes in
+// flight than this are skipped rather than risk exhausting the machine's memory.
+const (
+	opaInFlightLimit = 64 << 20
+	opaSkip          = "n/a (skipped: c × body > 64 MiB; OPA needs ~45× the body in RAM)"
+)
+
+// requestCount is the number of measured requests per cell for a body size.
+func (r *runner) requestCount(size, conc int) int {
+	n := 40
+	if !r.cfg.Quick {
+		switch {
+		case size <= 8<<10:
+			n = 5000
+		case size <= 128<<10:
+			n = 1000
+		case size <= 2<<20:
+			n = 150
+		default:
+			n = 24
+		}
+		n = int(float64(n) * r.cfg.Scale)
+	}
+	return max(n, conc, 1)
+}
+
+// measure starts a fresh stub and fresh row processes, runs every
+// concurrency against them and reads their peak memory.
+func (r *runner) measure(ctx context.Context, row int, w *Workload) (*Instance, []*Cell, error) {
+	in := &instanceProcs{}
+	defer func() { r.ps.stop(in.all...) }()
+	if err := r.startRow(ctx, row, in); err != nil {
+		return nil, nil, err
+	}
+	var cells []*Cell
+	for _, conc := range r.cfg.Concurrency {
+		if row == RowOPA && conc*len(w.Body) > opaInFlightLimit {
+			cells = append(cells, &Cell{Row: row, Payload: w.Name, Conc: conc, NA: opaSkip})
+			continue
+		}
+		n := r.requestCount(len(w.Body), conc)
+		cl := newClient(in.target, in.stubAddr, r.roots, conc)
+		// Warm-up: open the keep-alive connections and let every process
+		// reach its steady state.
+		warm := cl.run(ctx, w, conc, max(conc, n/10))
+		if warm.Errors > 0 {
+			cl.close()
+			return nil, nil, fmt.Errorf("warm-up: %d of %d requests failed: %s", warm.Errors, warm.Requests, warm.FirstError)
+		}
+		var d0 decisionStats
+		if in.admin != "" {
+			d0 = readDecisionStats(ctx, in.admin)
+		}
+		cpu0, err := cpuOf(in.measured)
+		if err != nil {
+			cl.close()
+			return nil, nil, err
+		}
+		s := cl.run(ctx, w, conc, n)
+		cpu1, err := cpuOf(in.measured)
+		cl.close()
+		if err != nil {
+			return nil, nil, err
+		}
+		c := &Cell{Row: row, Payload: w.Name, Conc: conc, Sample: s, CPUSeconds: cpu1 - cpu0}
+		if in.admin != "" {
+			d1 := readDecisionStats(ctx, in.admin)
+			if c.Decisions = d1.count - d0.count; c.Decisions > 0 {
+				c.DecisionMean = time.Duration((d1.sum - d0.sum) / c.Decisions * float64(time.Second))
+			}
+		}
+		cells = append(cells, c)
+		r.logf("%-22s %-18s c=%-3d n=%-5d %8.0f req/s  p50 %-9s p99 %-9s errors %d",
+			RowName(row), w.Name, conc, n, s.RPS(), fmtDur(s.Quantile(0.5)), fmtDur(s.Quantile(0.99)), s.Errors)
+		if s.Errors > 0 {
+			r.logf("  first error: %s", oneLine(s.FirstError, 300))
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+	}
+	inst := &Instance{Row: row, Payload: w.Name}
+	for _, p := range in.measured {
+		kb, err := statusKB(p.pid(), "VmHWM")
+		if err != nil {
+			return nil, nil, err
+		}
+		inst.PeakRSSKB += kb
+	}
+	return inst, cells, nil
+}
+
+// instanceProcs are the processes of one row instance.
+type instanceProcs struct {
+	all      []*proc
+	measured []*proc // the row's server processes: CPU and memory are theirs
+	stubAddr string
+	target   string // proxy address; "" = the client calls the stub directly
+	admin    string // Pare's admin address
+}
+
+func cpuOf(ps []*proc) (float64, error) {
+	var sum float64
+	for _, p := range ps {
+		s, err := cpuSeconds(p.pid())
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", p.name, err)
+		}
+		sum += s
+	}
+	return sum, nil
+}
+
+// startRow starts a fresh vendor stub and the processes of row.
+func (r *runner) startRow(ctx context.Context, row int, in *instanceProcs) error {
+	self := r.cfg.SelfBin
+	stub, addr, err := r.ps.start(ctx, "stub", self, []string{"stub", "--listen", "127.0.0.1:0", "--cert", r.pki.Cert, "--key", r.pki.Key}, true)
+	if err != nil {
+		return err
+	}
+	in.all = append(in.all, stub)
+	in.stubAddr = addr
+	switch row {
+	case RowFloor:
+		in.measured = []*proc{stub}
+	case RowReverseProxy:
+		p, a, err := r.ps.start(ctx, "revproxy", self, []string{"revproxy", "--listen", "127.0.0.1:0", "--stub", addr, "--ca", r.pki.CA}, true)
+		if err != nil {
+			return err
+		}
+		in.all = append(in.all, p)
+		in.measured, in.target = []*proc{p}, a
+	case RowPare:
+		p, listen, admin, err := r.startPare(ctx, addr)
+		if err != nil {
+			return err
+		}
+		in.all = append(in.all, p)
+		in.measured, in.target, in.admin = []*proc{p}, listen, admin
+	case RowOPA:
+		opaAddr, err := freePort()
+		if err != nil {
+			return err
+		}
+		args := []string{"run", "--server", "--addr", opaAddr, "--skip-version-check",
+			"--log-level", "error", "--log-level-request", "error", r.rego, "contracts:" + r.contractsDir()}
+		o, _, err := r.ps.start(ctx, "opa", r.opa, args, false)
+		if err != nil {
+			return err
+		}
+		in.all = append(in.all, o)
+		if err := waitHTTP(ctx, o, "http://"+opaAddr+"/health", 60*time.Second); err != nil {
+			return err
+		}
+		p, a, err := r.ps.start(ctx, "opaproxy", self, []string{"opaproxy", "--listen", "127.0.0.1:0", "--stub", addr, "--ca", r.pki.CA, "--opa", "http://" + opaAddr}, true)
+		if err != nil {
+			return err
+		}
+		in.all = append(in.all, p)
+		in.measured, in.target = []*proc{p, o}, a
+	default:
+		return fmt.Errorf("row %d cannot run", row)
+	}
+	return nil
+}
+
+func (r *runner) contractsDir() string {
+	if r.cfg.Policies != "" {
+		return filepath.Join(r.cfg.Policies, "contracts")
+	}
+	return filepath.Join(r.cfg.RepoDir, "policies", "contracts")
+}
+
+// startPare starts `proxy serve` against the stub and waits for /readyz.
+func (r *runner) startPare(ctx context.Context, stubAddr string, extra ...string) (p *proc, listen, admin string, err error) {
+	if listen, err = freePort(); err != nil {
+		return nil, "", "", err
+	}
+	if admin, err = freePort(); err != nil {
+		return nil, "", "", err
+	}
+	r.nextID++
+	args := []string{"serve", "--listen", listen, "--admin", admin, "--service", "billing",
+		"--ledger", filepath.Join(cmp.Or(r.cfg.LedgerDir, r.cfg.WorkDir), fmt.Sprintf("pare-bench-ledger-%d-%d.jsonl", os.Getpid(), r.nextID)),
+		"--hmac-key-file", r.hmac, "--upstream-ca", r.pki.CA, "--log-level", "warn"}
+	for _, h := range []string{stripeHost, zendeskHost, eventbriteHost} {
+		args = append(args, "--resolve", h+":443:"+stubAddr)
+	}
+	if r.cfg.Policies != "" {
+		args = append(args, "--policies", r.cfg.Policies)
+	}
+	args = append(args, extra...)
+	if p, _, err = r.ps.start(ctx, "pare", r.pare, args, false); err != nil {
+		return nil, "", "", err
+	}
+	if err := waitHTTP(ctx, p, "http://"+admin+"/readyz", 60*time.Second); err != nil {
+		r.ps.stop(p)
+		return nil, "", "", err
+	}
+	return p, listen, admin, nil
+}
+
+// goBuild runs `go build -o out pkg` in dir.
+func goBuild(ctx context.Context, dir, out, pkg string) error {
+	cmd := exec.CommandContext(ctx, goTool(), "build", "-o", out, pkg)
+	cmd.Dir = dir
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v: %s", pkg, err, oneLine(string(b), 400))
+	}
+	return nil
+}
+
+func goTool() string {
+	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
+		return p
+	}
+	return "go"
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// BuildOPA returns an OPA binary built from the version of
+// github.com/open-policy-agent/opa pinned in repo's go.mod, cached in the
+// user cache directory (pare-bench/opa-VERSION) across runs.
+func BuildOPA(ctx context.Context, repo string, log io.Writer) (string, error) {
+	cmd := exec.CommandContext(ctx, goTool(), "list", "-m", "-f", "{{.Version}}", "github.com/open-policy-agent/opa")
+	cmd.Dir = repo
+	b, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("go list -m opa: %w", err)
+	}
+	version := strings.TrimSpace(string(b))
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	out := filepath.Join(cache, "pare-bench", "opa-"+version)
+	if fileExists(out) {
+		return out, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return "", err
+	}
+	if log != nil {
+		fmt.Fprintf(log, "building OPA %s (once, cached as %s): go build github.com/open-policy-agent/opa\n", version, out)
+	}
+	tmp := out + ".tmp"
+	if err := goBuild(ctx, repo, tmp, "github.com/open-policy-agent/opa"); err != nil {
+		return "", err
+	}
+	return out, os.Rename(tmp, out)
+}
+
+// decisionStats are the _count and _sum of Pare's decision histogram, summed
+// over its labels.
+type decisionStats struct{ count, sum float64 }
+
+// readDecisionStats reads Pare's decision-latency histogram from /metrics
+// (zero when it cannot).
+func readDecisionStats(ctx context.Context, admin string) (d decisionStats) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return d
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		name, rest, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if i := strings.IndexByte(name, '{'); i >= 0 {
+			// Labels may hold spaces: take the value after the closing brace.
+			j := strings.LastIndexByte(line, '}')
+			name, rest = line[:i], strings.TrimSpace(line[j+1:])
+		}
+		var v float64
+		if _, err := fmt.Sscan(rest, &v); err != nil {
+			continue
+		}
+		switch name {
+		case "pare_policy_decision_duration_seconds_sum":
+			d.sum += v
+		case "pare_policy_decision_duration_seconds_count":
+			d.count += v
+		}
+	}
+	return d
+}
+
+func machine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.Model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				var kb int64
+				fmt.Sscan(strings.TrimSpace(v), &kb)
+				m.MemTotal = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if out, err := exec.Command(goTool(), "version").Output(); err == nil {
+		m.GoVersion = strings.TrimPrefix(strings.TrimSpace(string(out)), "go version ")
+	}
+	return m
+}
+
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return s
+}
+
+func fmtDur(d time.Duration) string {
+	return fmtMs(float64(d) / float64(time.Millisecond))
+}
+
+// fmtMs formats milliseconds with three significant digits.
+func fmtMs(ms float64) string {
+	a := ms
+	if a < 0 {
+		a = -a
+	}
+	switch {
+	case a == 0:
+		return "0"
+	case a < 1:
+		return fmt.Sprintf("%.3f", ms)
+	case a < 10:
+		return fmt.Sprintf("%.2f", ms)
+	case a < 100:
+		return fmt.Sprintf("%.1f", ms)
+	}
+	return fmt.Sprintf("%.0f", ms)
+}
