@@ -58,6 +58,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.ProxyBin, "proxy-bin", "", "Pare binary (default: go build ./cmd/proxy)")
 	fs.StringVar(&cfg.OPABin, "opa-bin", "", "OPA binary (default: built from the version pinned in go.mod, cached)")
 	fs.StringVar(&cfg.Policies, "policies", "", "Pare --policies directory; row 4 uses its contracts/ (default: the bundled policies)")
+	fs.Func("only", "comma-separated payload name prefixes to run, e.g. checkout.json,attendees (default: all)", func(v string) error {
+		cfg.Only = append(cfg.Only, strings.Split(v, ",")...)
+		return nil
+	})
 	fs.StringVar(&cfg.LedgerDir, "ledger-dir", "", "directory for Pare's --ledger files (default: the run's temp dir; e.g. /dev/shm to take fsync cost out)")
 	fs.StringVar(&self, "self", "", "binary with the helper subcommands (default: this executable)")
 	fs.StringVar(&md, "md", "", "markdown file whose generated section is replaced (default: REPO/BENCHMARKS.md)")

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -54,20 +55,21 @@ var opaPatternRego []byte
 // Config is one harness run.
 type Config struct {
 	Quick       bool
-	Rows        []int   // rows to run (default AllRows)
-	Concurrency []int   // default 1, 16, 64 (quick: 4)
-	Sizes       []int   // attendee array sizes (default FullSizes; quick: QuickSizes)
-	Scale       float64 // multiplies the request counts (default 1)
-	PayloadDir  string  // shared/payloads
-	RepoDir     string  // module root: where Pare and OPA are built from
-	SelfBin     string  // a binary with the stub, revproxy and opaproxy subcommands (cmd/bench)
-	ProxyBin    string  // Pare's binary; built from RepoDir when empty
-	OPABin      string  // OPA's binary; built from the module pinned in go.mod when empty
-	Policies    string  // Pare's --policies ("": bundled); row 4 loads its contracts/ (default RepoDir/policies)
-	WorkDir     string  // temporary files (default: a new temp dir, removed at the end)
-	LedgerDir   string  // where Pare's ledgers go (default WorkDir)
-	Checks      bool    // run the 413 check and (full mode) the memory check against Pare
-	Profile     int     // seconds of CPU profile of Pare under checkout.json at c=16 (0: none)
+	Rows        []int    // rows to run (default AllRows)
+	Concurrency []int    // default 1, 16, 64 (quick: 4)
+	Sizes       []int    // attendee array sizes (default FullSizes; quick: QuickSizes)
+	Scale       float64  // multiplies the request counts (default 1)
+	PayloadDir  string   // shared/payloads
+	RepoDir     string   // module root: where Pare and OPA are built from
+	SelfBin     string   // a binary with the stub, revproxy and opaproxy subcommands (cmd/bench)
+	ProxyBin    string   // Pare's binary; built from RepoDir when empty
+	OPABin      string   // OPA's binary; built from the module pinned in go.mod when empty
+	Policies    string   // Pare's --policies ("": bundled); row 4 loads its contracts/ (default RepoDir/policies)
+	WorkDir     string   // temporary files (default: a new temp dir, removed at the end)
+	LedgerDir   string   // where Pare's ledgers go (default WorkDir)
+	Only        []string // run only the payloads whose names start with one of these
+	Checks      bool     // run the 413 check and (full mode) the memory check against Pare
+	Profile     int      // seconds of CPU profile of Pare under checkout.json at c=16 (0: none)
 	Log         io.Writer
 }
 
@@ -207,6 +209,14 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 	ws, err := LoadWorkloads(cfg.PayloadDir, cfg.Sizes)
 	if err != nil {
 		return nil, err
+	}
+	if len(cfg.Only) > 0 {
+		ws = slices.DeleteFunc(ws, func(w Workload) bool {
+			return !slices.ContainsFunc(cfg.Only, func(p string) bool { return strings.HasPrefix(w.Name, p) })
+		})
+		if len(ws) == 0 {
+			return nil, fmt.Errorf("bench: no payload matches %q", cfg.Only)
+		}
 	}
 	if err := r.prepare(ctx); err != nil {
 		return nil, err
