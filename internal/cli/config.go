@@ -26,6 +26,7 @@ type Config struct {
 	Resolve           []string      `yaml:"resolve"`
 	UpstreamCA        []string      `yaml:"upstream_ca"`
 	MaxBody           ByteSize      `yaml:"max_body"`
+	MaxBodyMemory     ByteSize      `yaml:"max_body_memory"`
 	DryRun            bool          `yaml:"dry_run"`
 	Consents          string        `yaml:"consents"`    // consents file
 	ConsentURL        string        `yaml:"consent_url"` // consent service
@@ -49,6 +50,7 @@ func defaultConfig() Config {
 		Ledger:            "pare-ledger.jsonl",
 		LedgerMaxBytes:    64 << 20,
 		MaxBody:           10 << 20,
+		MaxBodyMemory:     256 << 20,
 		ConsentTTL:        30 * time.Second,
 		LogFormat:         "text",
 		LogLevel:          "info",

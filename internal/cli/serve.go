@@ -36,6 +36,7 @@ func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.Var((*listFlag)(&c.Resolve), "resolve", "HOST:PORT:ADDR — send that vendor's traffic to ADDR (repeatable; the TLS name checked stays HOST)")
 	fs.Var((*listFlag)(&c.UpstreamCA), "upstream-ca", "PEM file of extra CA certificates to trust for vendors (repeatable)")
 	fs.Var(&c.MaxBody, "max-body", "largest request body accepted (e.g. 10MiB); larger gets 413")
+	fs.Var(&c.MaxBodyMemory, "max-body-memory", "body bytes all requests may hold at once (each is charged twice its size); others wait")
 	fs.BoolVar(&c.DryRun, "dry-run", c.DryRun, "forward original payloads but record what would have been removed or refused")
 	fs.StringVar(&c.Consents, "consents", c.Consents, "consents file (YAML or JSON), hot reloaded")
 	fs.StringVar(&c.ConsentURL, "consent-url", c.ConsentURL, "consent service base URL: GET {url}/{subject}")
@@ -182,7 +183,7 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 	}
 	px, err := proxy.New(proxy.Config{
 		Engine: eng, Ledger: led, Consents: src, Metrics: metrics, Logger: log,
-		Service: c.Service, MaxBody: int64(c.MaxBody), DryRun: c.DryRun,
+		Service: c.Service, MaxBody: int64(c.MaxBody), BodyMemory: int64(c.MaxBodyMemory), DryRun: c.DryRun,
 		Upstream: proxy.UpstreamOptions{
 			Resolve: resolve, ExtraCAs: c.UpstreamCA, MaxConnsPerVendor: c.MaxConnsPerVendor,
 			ResponseHeaderTimeout: c.UpstreamTimeout,

@@ -381,6 +381,27 @@ func (l *Ledger) Append(ctx context.Context, r *Record) error {
 	}
 }
 
+// Submit hands r to the writer without waiting for it to be durable: for
+// records whose loss in a crash costs no promise, such as the outcome that
+// follows a disclosure already on disk. It blocks only while the writer's
+// queue is full. Errors (a record it refuses, a closed ledger) are returned
+// at once; write failures show in [Ledger.Stats] and [Ledger.Err]. Close
+// still writes and fsyncs every submitted record.
+func (l *Ledger) Submit(r *Record) error {
+	rec, err := prepare(r)
+	if err != nil {
+		return err
+	}
+	req := &request{rec: rec, done: make(chan error, 1)}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return ErrClosed
+	}
+	l.reqs <- req
+	return nil
+}
+
 // Err returns the write error that put the ledger in its failed state, or nil
 // when it is writing normally. Health checks use it.
 func (l *Ledger) Err() error {

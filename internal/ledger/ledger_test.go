@@ -836,3 +836,27 @@ func TestFiles(t *testing.T) {
 }
 
 var _ io.Writer = (*faultyFile)(nil)
+
+// Submitted records are not waited for, but Close writes every one of them.
+func TestSubmitIsWrittenByClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.jsonl")
+	l, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		if err := l.Submit(&Record{Kind: KindOutcome, DecisionID: "d", Outcome: "200"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Verify(path)
+	if err != nil || !res.OK || res.Records != 100 {
+		t.Fatalf("verify: %+v, %v; want 100 good records", res, err)
+	}
+	if err := l.Submit(&Record{Kind: KindOutcome}); err != ErrClosed {
+		t.Fatalf("Submit after Close: %v, want ErrClosed", err)
+	}
+}

@@ -27,9 +27,13 @@ import (
 )
 
 // Recorder is where disclosures are recorded. Append must return only once
-// the record is durable: the proxy sends nothing before it returns.
+// the record is durable: the proxy sends nothing before it returns. Submit
+// queues a record without waiting: used for the outcome that follows a
+// disclosure already on disk, so the app's connection is not held for a
+// second fsync.
 type Recorder interface {
 	Append(ctx context.Context, r *ledger.Record) error
+	Submit(r *ledger.Record) error
 }
 
 // Config holds what a Proxy needs; Engine and Ledger are required.
@@ -41,22 +45,29 @@ type Config struct {
 	Logger   *slog.Logger
 	Service  string // the workload identity: input.source.service
 	MaxBody  int64  // bytes; 0 means 10 MiB
-	DryRun   bool
-	Upstream UpstreamOptions
+	// BodyMemory bounds the body bytes all requests hold at once (each
+	// request is charged twice its body); 0 means DefaultBodyMemory.
+	BodyMemory int64
+	DryRun     bool
+	Upstream   UpstreamOptions
 }
 
 // Proxy is the egress HTTP handler.
 type Proxy struct {
 	cfg       Config
 	transport *http.Transport
+	budget    *budget
 	log       *slog.Logger
 	m         *Metrics
 }
 
 var _ http.Handler = (*Proxy)(nil)
 
-// DefaultMaxBody is the body size limit when none is configured.
-const DefaultMaxBody = 10 << 20
+// Defaults for Config.
+const (
+	DefaultMaxBody    = 10 << 20
+	DefaultBodyMemory = 256 << 20
+)
 
 // New validates cfg and builds the proxy and its upstream transport.
 func New(cfg Config) (*Proxy, error) {
@@ -69,6 +80,9 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.BodyMemory <= 0 {
+		cfg.BodyMemory = DefaultBodyMemory
+	}
 	t, err := newTransport(cfg.Upstream)
 	if err != nil {
 		return nil, err
@@ -77,7 +91,7 @@ func New(cfg Config) (*Proxy, error) {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Proxy{cfg: cfg, transport: t, log: cfg.Logger, m: m}, nil
+	return &Proxy{cfg: cfg, transport: t, log: cfg.Logger, m: m, budget: newBudget(cfg.BodyMemory)}, nil
 }
 
 // Close releases idle upstream connections.
@@ -178,15 +192,17 @@ func buildInput(r *http.Request, t target, service string) *engine.Input {
 
 // txn is one request's state, for the refusal, the log line and the ledger.
 type txn struct {
-	id       string
-	start    time.Time
-	in       *engine.Input
-	policy   *engine.Policy
-	decision *engine.Decision
-	dryRun   bool
-	bytesIn  int64
-	bytesOut int64
-	reports  []*filters.Report
+	id            string
+	start         time.Time
+	in            *engine.Input
+	policy        *engine.Policy
+	decision      *engine.Decision
+	dryRun        bool
+	bytesIn       int64
+	bytesOut      int64
+	reports       []*filters.Report
+	held          *heldBufs
+	releaseBudget func()
 	// disclosed is set once the disclosure record is durable: from then on
 	// the request's end is an outcome record, not a refusal.
 	disclosed bool
@@ -201,7 +217,14 @@ func newID() string {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.m.inFlight.Inc()
 	defer p.m.inFlight.Dec()
-	tx := &txn{id: newID(), start: time.Now()}
+	tx := &txn{id: newID(), start: time.Now(), held: &heldBufs{}}
+	tx.held.refs.Store(1)
+	defer func() {
+		tx.held.release()
+		if tx.releaseBudget != nil {
+			tx.releaseBudget()
+		}
+	}()
 	w.Header().Set("X-Pare-Decision-Id", tx.id)
 
 	if r.Method == http.MethodConnect {
@@ -243,7 +266,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var bodyRead bool
 	var bodyVal ast.Value
 	if pol.NeedsBody() {
-		if body, err = p.readBody(r); err != nil {
+		if body, err = p.readBody(r, tx); err != nil {
 			p.refuseErr(w, r, tx, err)
 			return
 		}
@@ -272,7 +295,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if !bodyRead {
-		if body, err = p.readBody(r); err != nil {
+		if body, err = p.readBody(r, tx); err != nil {
 			p.refuseErr(w, r, tx, err)
 			return
 		}
@@ -289,7 +312,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// reaches a vendor not entitled to it in no mode.
 	tx.dryRun = (p.cfg.DryRun || d.DryRun) && len(tx.reports[0].Cards) == 0
 	if tx.dryRun {
-		out = p.original(r, t, body)
+		out = p.original(r, tx, t, body)
 	}
 	tx.bytesOut = out.ContentLength
 
@@ -324,6 +347,11 @@ type Minimized struct {
 // read). It is the one place a request is cut down: the proxy sends its
 // result and `proxy explain` prints it.
 func Minimize(d *engine.Decision, r *http.Request, body []byte) (*Minimized, error) {
+	return minimizeInto(nil, d, r, body)
+}
+
+// minimizeInto is Minimize writing the filtered body into dst.
+func minimizeInto(dst []byte, d *engine.Decision, r *http.Request, body []byte) (*Minimized, error) {
 	query, qrep, err := d.FilterQuery(r.URL.RawQuery)
 	if err != nil {
 		return nil, err
@@ -331,7 +359,7 @@ func Minimize(d *engine.Decision, r *http.Request, body []byte) (*Minimized, err
 	h := r.Header.Clone()
 	removeHopByHop(h)
 	hrep := d.FilterHeaders(h)
-	filtered, brep, err := d.FilterBody(nil, r.Header.Get("Content-Type"), body)
+	filtered, brep, err := d.FilterBody(dst, r.Header.Get("Content-Type"), body)
 	if err != nil {
 		return nil, err
 	}
@@ -343,7 +371,13 @@ func Minimize(d *engine.Decision, r *http.Request, body []byte) (*Minimized, err
 }
 
 func (p *Proxy) minimize(r *http.Request, tx *txn, body []byte) (outbound, error) {
-	m, err := Minimize(tx.decision, r, body)
+	var dst []byte
+	if len(body) > 0 && tx.decision.Body == engine.BodyFilter {
+		b := getBuf(len(body) + len(body)/8 + 512)
+		tx.held.add(b)
+		dst = *b
+	}
+	m, err := minimizeInto(dst, tx.decision, r, body)
 	if err != nil {
 		return outbound{}, err
 	}
@@ -354,7 +388,7 @@ func (p *Proxy) minimize(r *http.Request, tx *txn, body []byte) (outbound, error
 
 // original is what dry run sends: the app's own payload, minus Pare's
 // control headers and hop-by-hop headers, which never leave.
-func (p *Proxy) original(r *http.Request, t target, body []byte) outbound {
+func (p *Proxy) original(r *http.Request, tx *txn, t target, body []byte) outbound {
 	h := r.Header.Clone()
 	removeHopByHop(h)
 	for k := range h {
@@ -363,16 +397,15 @@ func (p *Proxy) original(r *http.Request, t target, body []byte) outbound {
 			delete(h, k)
 		}
 	}
-	return p.newOutbound(r, nil, t, t.query, h, body)
+	return p.newOutbound(r, tx, t, t.query, h, body)
 }
 
 func (p *Proxy) newOutbound(r *http.Request, tx *txn, t target, query string, h http.Header, body []byte) outbound {
-	scheme, port := "https", 443
-	if tx != nil && tx.decision != nil {
-		port = tx.decision.Port
-		if !tx.decision.TLS {
-			scheme = "http"
-		}
+	// Only allowed requests get here, so tx carries their decision: its
+	// TLS and port say how the vendor is reached.
+	scheme, port := "https", tx.decision.Port
+	if !tx.decision.TLS {
+		scheme = "http"
 	}
 	host := t.host
 	if !(scheme == "https" && port == 443) && !(scheme == "http" && port == 80) {
@@ -390,8 +423,16 @@ func (p *Proxy) newOutbound(r *http.Request, tx *txn, t target, query string, h 
 		ContentLength: int64(len(body)),
 	}).WithContext(r.Context())
 	if len(body) > 0 {
-		out.Body = io.NopCloser(bytes.NewReader(body))
-		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		// body lives in pooled buffers: every reader the transport gets
+		// holds a reference, so a buffer is reused only once nothing can
+		// still send from it.
+		held := tx.held
+		newBody := func() io.ReadCloser {
+			held.refs.Add(1)
+			return &releasingBody{Reader: bytes.NewReader(body), held: held}
+		}
+		out.Body = newBody()
+		out.GetBody = func() (io.ReadCloser, error) { return newBody(), nil }
 	} else {
 		out.Body = http.NoBody
 	}
@@ -399,29 +440,47 @@ func (p *Proxy) newOutbound(r *http.Request, tx *txn, t target, query string, h 
 	return outbound{out}
 }
 
-// readBody reads at most MaxBody bytes: a declared Content-Length above the
-// limit is refused before a byte of the body is read.
-func (p *Proxy) readBody(r *http.Request) ([]byte, error) {
+// readBody reads at most MaxBody bytes into a pooled buffer: a declared
+// Content-Length above the limit is refused before a byte of the body is
+// read, and the body's memory is charged to the budget before reading.
+func (p *Proxy) readBody(r *http.Request, tx *txn) ([]byte, error) {
 	max := p.cfg.MaxBody
 	if r.ContentLength > max {
 		return nil, &engine.Error{Code: engine.CodeBodyTooLarge, Reason: fmt.Sprintf("the body is %d bytes; the limit is %d", r.ContentLength, max)}
 	}
-	if r.Body == nil || r.Body == http.NoBody {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return nil, nil
 	}
-	n := r.ContentLength
-	if n < 0 || n > 64<<10 {
-		n = 64 << 10
+	charge, size := 2*max, int64(64<<10)
+	if r.ContentLength > 0 {
+		charge, size = 2*r.ContentLength, r.ContentLength
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, n+1))
-	_, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
+	release, err := p.budget.acquire(r.Context(), charge)
 	if err != nil {
-		return nil, &engine.Error{Code: engine.CodeBadRequest, Reason: "the request body could not be read", Err: err}
+		return nil, &engine.Error{Code: engine.CodeBadRequest, Reason: "the request ended while waiting for body memory", Err: err}
 	}
-	if int64(buf.Len()) > max {
-		return nil, &engine.Error{Code: engine.CodeBodyTooLarge, Reason: fmt.Sprintf("the body is larger than the limit of %d bytes", max)}
+	tx.releaseBudget = release
+	bp := getBuf(int(size) + 1)
+	tx.held.add(bp)
+	buf := *bp
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > max {
+			return nil, &engine.Error{Code: engine.CodeBodyTooLarge, Reason: fmt.Sprintf("the body is larger than the limit of %d bytes", max)}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, &engine.Error{Code: engine.CodeBadRequest, Reason: "the request body could not be read", Err: err}
+		}
 	}
-	return buf.Bytes(), nil
+	*bp = buf
+	return buf, nil
 }
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -464,7 +523,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, tx *txn, out out
 		}
 	}
 	copyBufs.Put(bp)
-	p.recordEnd(r, tx, ledger.KindOutcome, strconv.Itoa(resp.StatusCode), resp.StatusCode)
+	p.submitOutcome(tx, strconv.Itoa(resp.StatusCode), resp.StatusCode)
 	p.finish(r, tx, strconv.Itoa(resp.StatusCode), resp.StatusCode, "forwarded", nil)
 }
 
@@ -533,7 +592,7 @@ func (p *Proxy) refuseCode(w http.ResponseWriter, r *http.Request, tx *txn, code
 func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, tx *txn, status int, code, reason string, cause error) {
 	switch {
 	case tx.disclosed: // the vendor failed after the disclosure was recorded
-		p.recordEnd(r, tx, ledger.KindOutcome, code, status)
+		p.submitOutcome(tx, code, status)
 	case code != string(engine.CodeLedgerError):
 		p.recordEnd(r, tx, ledger.KindRefusal, code, status)
 	}

@@ -64,3 +64,10 @@ func (p *Proxy) recordEnd(r *http.Request, tx *txn, kind, outcome string, status
 		p.log.Error("ledger: record not written", "kind", kind, "decision_id", tx.id, "err", err)
 	}
 }
+
+func (p *Proxy) submitOutcome(tx *txn, outcome string, status int) {
+	if err := p.cfg.Ledger.Submit(p.record(tx, ledger.KindOutcome, outcome, status)); err != nil {
+		p.m.ledgerErrors.Inc()
+		p.log.Error("ledger: outcome not recorded", "decision_id", tx.id, "err", err)
+	}
+}
