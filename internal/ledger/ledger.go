@@ -116,6 +116,7 @@ type Ledger struct {
 
 type request struct {
 	rec  Record
+	mid  []byte // the record's JSON between seq and prev (see encodeMid)
 	err  error
 	done chan error // buffered: the writer never blocks on an appender that gave up
 }
@@ -352,10 +353,17 @@ func (l *Ledger) Append(ctx context.Context, r *Record) error {
 	if err != nil {
 		return err
 	}
+	if rec.Time.IsZero() {
+		rec.Time = l.now().UTC()
+	}
+	mid, err := encodeMid(&rec)
+	if err != nil {
+		return err
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	req := &request{rec: rec, done: make(chan error, 1)}
+	req := &request{rec: rec, mid: mid, done: make(chan error, 1)}
 	l.mu.RLock()
 	if l.closed {
 		l.mu.RUnlock()
@@ -392,7 +400,14 @@ func (l *Ledger) Submit(r *Record) error {
 	if err != nil {
 		return err
 	}
-	req := &request{rec: rec, done: make(chan error, 1)}
+	if rec.Time.IsZero() {
+		rec.Time = l.now().UTC()
+	}
+	mid, err := encodeMid(&rec)
+	if err != nil {
+		return err
+	}
+	req := &request{rec: rec, mid: mid, done: make(chan error, 1)}
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if l.closed {
@@ -504,23 +519,13 @@ func (l *Ledger) commit(batch []*request) {
 		for ; n < len(batch); n++ {
 			r := batch[n]
 			r.rec.Seq, r.rec.Prev = seq+1, prev
-			if r.rec.Time.IsZero() {
-				r.rec.Time = l.now().UTC()
-			}
-			line, err := json.Marshal(&r.rec)
-			if err == nil && len(line) > maxLine {
-				err = fmt.Errorf("record of %d bytes is longer than the %d allowed", len(line), maxLine)
-			}
-			if err != nil {
-				// This record alone is refused; it takes no seq.
-				r.err = fmt.Errorf("ledger: %w", err)
-				continue
-			}
 			if used := l.size + int64(len(buf)); used > 0 && used >= l.retryRot &&
-				used+int64(len(line)+1) > l.maxBytes {
+				used+int64(lineLen(r.mid, seq+1)+1) > l.maxBytes {
 				break // rotate first; this record opens the next file
 			}
-			buf = append(buf, line...)
+			start := len(buf)
+			buf = appendLine(buf, r.mid, seq+1, prev)
+			line := buf[start:]
 			buf = append(buf, '\n')
 			seq, prev = seq+1, hashLine(line)
 		}

@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -858,5 +859,32 @@ func TestSubmitIsWrittenByClose(t *testing.T) {
 	}
 	if err := l.Submit(&Record{Kind: KindOutcome}); err != ErrClosed {
 		t.Fatalf("Submit after Close: %v, want ErrClosed", err)
+	}
+}
+
+// The writer splices seq and prev into a line each appender encoded: the
+// result must be exactly what encoding/json writes for the whole record,
+// or hashes computed by Verify would differ from those written.
+func TestSplicedLineIsTheRecordsJSON(t *testing.T) {
+	recs := []Record{
+		{Kind: KindDisclosure, Time: time.Date(2026, 11, 28, 1, 2, 3, 4, time.UTC), DecisionID: "d1",
+			Vendor: "stripe", Path: "/v1/x", FieldsSent: []string{"amount", "card/number"},
+			Transforms: map[string]string{"a": "hmac"}, LegalBasis: "case \"42\" <b>", DryRun: true},
+		{Kind: KindRefusal, Time: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Outcome: "denied", Status: 403},
+	}
+	for i, r := range recs {
+		mid, err := encodeMid(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Seq, r.Prev = uint64(1000+i), strings.Repeat("ab", 32)
+		got := appendLine(nil, mid, r.Seq, r.Prev)
+		want, _ := json.Marshal(&r)
+		if string(got) != string(want) {
+			t.Errorf("spliced:\n%s\nencoding/json:\n%s", got, want)
+		}
+		if lineLen(mid, r.Seq) != len(got) {
+			t.Errorf("lineLen %d, want %d", lineLen(mid, r.Seq), len(got))
+		}
 	}
 }
