@@ -329,9 +329,13 @@ cards := "block" if {
 # ---------------------------------------------------------------------------------------------
 # The allowed decision.
 
-fields := sort([p | some p in route_fields; not p in stripped])
+# stripped_paths is stripped evaluated once, as a whole: a membership test against the partial set
+# itself would re-run its rule body for every path.
+stripped_paths := {p | some p in stripped}
 
-transforms := {p: t | some p, t in route_transforms; not p in stripped}
+fields := sort([p | some p in route_fields; not p in stripped_paths])
+
+transforms := {p: t | some p, t in route_transforms; not p in stripped_paths}
 
 headers := sort({lower(h) | some h in array.concat(object.get(contract, "headers", []), object.get(route, "headers", []))})
 
