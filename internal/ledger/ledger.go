@@ -115,10 +115,13 @@ type Ledger struct {
 }
 
 type request struct {
-	rec  Record
-	mid  []byte // the record's JSON between seq and prev (see encodeMid)
-	err  error
-	done chan error // buffered: the writer never blocks on an appender that gave up
+	rec Record
+	mid []byte // the record's JSON between seq and prev (see encodeMid)
+	// written, when set, learns when the line is in the file, before the
+	// fsync (see Write).
+	written chan error
+	err     error
+	done    chan error // buffered: the writer never blocks on an appender that gave up
 }
 
 // Open opens (creating if needed) the ledger at path and continues its chain:
@@ -389,6 +392,62 @@ func (l *Ledger) Append(ctx context.Context, r *Record) error {
 	}
 }
 
+// Write hands r to the writer and returns once its line is in the file —
+// written, not yet fsync'd — with a function that waits until it is
+// durable. It lets a caller overlap the fsync with other work: the proxy
+// writes the disclosure record before the request goes to the vendor and
+// waits for durability only before it answers the app, so the fsync runs
+// while the vendor answers. An error from Write means the record is not in
+// the file; an error from wait means it may not survive a crash.
+func (l *Ledger) Write(ctx context.Context, r *Record) (wait func(context.Context) error, err error) {
+	rec, err := prepare(r)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Time.IsZero() {
+		rec.Time = l.now().UTC()
+	}
+	mid, err := encodeMid(&rec)
+	if err != nil {
+		return nil, err
+	}
+	req := &request{rec: rec, mid: mid, done: make(chan error, 1), written: make(chan error, 1)}
+	l.mu.RLock()
+	if l.closed {
+		l.mu.RUnlock()
+		return nil, ErrClosed
+	}
+	select {
+	case l.reqs <- req:
+	case <-ctx.Done():
+		l.mu.RUnlock()
+		return nil, ctx.Err()
+	}
+	l.mu.RUnlock()
+	select {
+	case <-req.written:
+	case err := <-req.done: // failed before the write, or done already
+		if err != nil {
+			return nil, err
+		}
+		req.done <- nil // keep it for wait
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	var once sync.Once
+	var werr error
+	return func(ctx context.Context) error {
+		once.Do(func() {
+			select {
+			case werr = <-req.done:
+			case <-ctx.Done():
+				werr = ctx.Err()
+			}
+		})
+		return werr
+	}, nil
+}
+
 // Submit hands r to the writer without waiting for it to be durable: for
 // records whose loss in a crash costs no promise, such as the outcome that
 // follows a disclosure already on disk. It blocks only while the writer's
@@ -533,7 +592,7 @@ func (l *Ledger) commit(batch []*request) {
 		chunk := batch[:n]
 		batch = batch[n:]
 		if len(buf) > 0 {
-			if err := l.writeSync(buf); err != nil {
+			if err := l.writeSync(buf, chunk); err != nil {
 				for _, r := range chunk {
 					r.done <- err
 				}
@@ -560,9 +619,14 @@ func (l *Ledger) commit(batch []*request) {
 
 // writeSync writes buf with one write and one fsync. On failure the ledger
 // enters the failed state; the unacknowledged bytes are cut on recovery.
-func (l *Ledger) writeSync(buf []byte) error {
+func (l *Ledger) writeSync(buf []byte, chunk []*request) error {
 	_, err := l.f.Write(buf)
 	if err == nil {
+		for _, r := range chunk {
+			if r.written != nil && r.err == nil {
+				r.written <- nil
+			}
+		}
 		err = l.f.Sync()
 	}
 	if err != nil {

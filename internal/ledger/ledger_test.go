@@ -888,3 +888,39 @@ func TestSplicedLineIsTheRecordsJSON(t *testing.T) {
 		}
 	}
 }
+
+// Write returns once the line is in the file and wait reports durability:
+// a failed write is an error from Write, a failed fsync an error from wait.
+func TestWriteThenWait(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ledger.jsonl")
+	var f faults
+	var logs bytes.Buffer
+	l := openT(t, path, Options{openFile: f.open(t), Logger: quietLogger(&logs)})
+
+	wait, err := l.Write(ctx, &Record{Kind: KindDisclosure, DecisionID: "ok"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(ctx); err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	if err := wait(ctx); err != nil { // idempotent
+		t.Fatalf("second wait: %v", err)
+	}
+
+	f.sync.Store(true)
+	wait, err = l.Write(ctx, &Record{Kind: KindDisclosure, DecisionID: "sync-fails"})
+	if err != nil {
+		t.Fatalf("Write with a failing fsync: %v, want the write to succeed", err)
+	}
+	if err := wait(ctx); err == nil {
+		t.Fatal("wait succeeded although the fsync failed")
+	}
+	f.sync.Store(false)
+
+	f.write.Store(true)
+	if _, err := l.Write(ctx, &Record{Kind: KindDisclosure, DecisionID: "write-fails"}); err == nil {
+		t.Fatal("Write succeeded although the write failed")
+	}
+}

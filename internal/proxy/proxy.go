@@ -31,8 +31,14 @@ import (
 // queues a record without waiting: used for the outcome that follows a
 // disclosure already on disk, so the app's connection is not held for a
 // second fsync.
+//
+// Write puts a record in the file and returns a wait for its durability:
+// the disclosure is written before the request goes to the vendor and made
+// durable (fsync, group commit) while the vendor answers; the proxy waits
+// for it before the app sees the answer.
 type Recorder interface {
 	Append(ctx context.Context, r *ledger.Record) error
+	Write(ctx context.Context, r *ledger.Record) (wait func(context.Context) error, err error)
 	Submit(r *ledger.Record) error
 }
 
@@ -201,6 +207,7 @@ type txn struct {
 	bytesIn       int64
 	bytesOut      int64
 	reports       []*filters.Report
+	durable       func(context.Context) error // waits for the disclosure record's fsync
 	held          *heldBufs
 	releaseBudget func()
 	// disclosed is set once the disclosure record is durable: from then on
@@ -319,12 +326,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// No disclosure without a record: the record of what is about to leave
 	// is durable before the first byte goes to the vendor.
 	rec := p.record(tx, ledger.KindDisclosure, "pending", 0)
-	if err := p.cfg.Ledger.Append(context.WithoutCancel(r.Context()), rec); err != nil {
+	wait, err := p.cfg.Ledger.Write(context.WithoutCancel(r.Context()), rec)
+	if err != nil {
 		p.m.ledgerErrors.Inc()
 		p.refuseCode(w, r, tx, engine.CodeLedgerError, "the disclosure ledger cannot be written, so nothing is sent", err)
 		return
 	}
 	tx.disclosed = true
+	tx.durable = wait
 	p.forward(w, r, tx, out)
 }
 
@@ -490,6 +499,16 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, tx *txn, out out
 	resp, err := p.transport.RoundTrip(out.Request)
 	vendor := tx.decision.Vendor
 	p.m.upstreamSeconds.WithLabelValues(p.vendorLabel(tx)).Observe(time.Since(upStart).Seconds())
+	// The app hears nothing — neither the vendor's answer nor its failure —
+	// before the disclosure record is durable.
+	if derr := tx.durable(context.WithoutCancel(r.Context())); derr != nil {
+		if err == nil {
+			resp.Body.Close()
+		}
+		p.m.ledgerErrors.Inc()
+		p.refuseCode(w, r, tx, engine.CodeLedgerError, "the disclosure record could not be made durable, so the vendor's answer is withheld", derr)
+		return
+	}
 	if err != nil {
 		code, reason := engine.CodeUpstreamError, fmt.Sprintf("%s could not be reached", vendor)
 		var ne net.Error
