@@ -100,8 +100,12 @@ func TestStatusTable(t *testing.T) {
 			ref := wantRefusal(t, resp, tc.status, tc.code)
 			wantNothingReceived(t, stub)
 			// Every refusal is in the ledger under its decision id; a
-			// failure after the disclosure record is an outcome.
-			recs := waitLedger(t, p.Ledger, func(rs []ledgerRecord) bool { return len(recordsOf(rs, ref.DecisionID)) > 0 })
+			// failure after the disclosure record is an outcome, which
+			// follows asynchronously (Ledger.Submit), so wait for it.
+			recs := waitLedger(t, p.Ledger, func(rs []ledgerRecord) bool {
+				rs = recordsOf(rs, ref.DecisionID)
+				return len(rs) > 0 && rs[len(rs)-1].Kind != "disclosure"
+			})
 			last := recordsOf(recs, ref.DecisionID)
 			if got := last[len(last)-1]; got.Outcome != tc.code || got.Status != tc.status {
 				t.Errorf("ledger records %q/%d for the refusal, want %q/%d", got.Outcome, got.Status, tc.code, tc.status)
@@ -126,7 +130,9 @@ func TestStatusTable(t *testing.T) {
 		if want := `{"email":"attendee@example.org","first_name":"Jan","last_name":"Zielinski"}`; string(got.Body) != want {
 			t.Errorf("the slow vendor received %s, want the minimized %s", got.Body, want)
 		}
-		recs := recordsOf(readLedger(t, p.Ledger), ref.DecisionID)
+		recs := recordsOf(waitLedger(t, p.Ledger, func(rs []ledgerRecord) bool {
+			return len(recordsOf(rs, ref.DecisionID)) >= 2
+		}), ref.DecisionID)
 		kindOf(t, recs, "disclosure")
 		if o := kindOf(t, recs, "outcome"); o.Outcome != "vendor_timeout" {
 			t.Errorf("outcome %q, want vendor_timeout", o.Outcome)

@@ -115,8 +115,9 @@ type Ledger struct {
 }
 
 type request struct {
-	rec Record
-	mid []byte // the record's JSON between seq and prev (see encodeMid)
+	rec  Record
+	mid  []byte // the record's JSON between seq and prev (see encodeMid)
+	lazy bool   // submitted: need not be durable before the next batch
 	// written, when set, learns when the line is in the file, before the
 	// fsync (see Write).
 	written chan error
@@ -454,6 +455,9 @@ func (l *Ledger) Write(ctx context.Context, r *Record) (wait func(context.Contex
 // queue is full. Errors (a record it refuses, a closed ledger) are returned
 // at once; write failures show in [Ledger.Stats] and [Ledger.Err]. Close
 // still writes and fsyncs every submitted record.
+// lazyDelay bounds how long a submitted record waits for a batch to share.
+const lazyDelay = 50 * time.Millisecond
+
 func (l *Ledger) Submit(r *Record) error {
 	rec, err := prepare(r)
 	if err != nil {
@@ -466,7 +470,7 @@ func (l *Ledger) Submit(r *Record) error {
 	if err != nil {
 		return err
 	}
-	req := &request{rec: rec, mid: mid, done: make(chan error, 1)}
+	req := &request{rec: rec, mid: mid, lazy: true, done: make(chan error, 1)}
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if l.closed {
@@ -535,22 +539,67 @@ func (l *Ledger) Close() error {
 func (l *Ledger) run() {
 	defer close(l.done)
 	batch := make([]*request, 0, l.maxBatch)
-	for req := range l.reqs {
-		batch = append(batch[:0], req)
+	// Submitted records (lazy) wait for the next batch that must be durable
+	// anyway, or for lazyDelay: a batch of only outcomes does not cost a
+	// write and an fsync of its own.
+	urgent := 0
+	lazy := time.NewTimer(time.Hour)
+	lazy.Stop()
+	armed, open := false, true
+	add := func(r *request) {
+		batch = append(batch, r)
+		if !r.lazy {
+			urgent++
+		}
+	}
+	for open || len(batch) > 0 {
+		flush := false
+		if len(batch) == 0 {
+			r, ok := <-l.reqs
+			if !ok {
+				open = false
+				continue
+			}
+			add(r)
+		} else {
+			select {
+			case r, ok := <-l.reqs:
+				if ok {
+					add(r)
+				} else {
+					open = false
+				}
+			case <-lazy.C:
+				armed, flush = false, true
+			}
+		}
 	fill:
-		for len(batch) < l.maxBatch {
+		for open && len(batch) < l.maxBatch {
 			select {
 			case r, ok := <-l.reqs:
 				if !ok {
+					open = false
 					break fill
 				}
-				batch = append(batch, r)
+				add(r)
 			default:
 				break fill
 			}
 		}
+		if !flush && urgent == 0 && open && len(batch) < l.maxBatch {
+			if !armed {
+				lazy.Reset(lazyDelay)
+				armed = true
+			}
+			continue
+		}
+		if armed {
+			lazy.Stop()
+			armed = false
+		}
 		l.commit(batch)
 		clear(batch) // drop references so finished requests can be collected
+		batch, urgent = batch[:0], 0
 	}
 	if l.f != nil {
 		if err := l.f.Close(); err != nil && l.failed == nil {

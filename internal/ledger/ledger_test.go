@@ -924,3 +924,20 @@ func TestWriteThenWait(t *testing.T) {
 		t.Fatal("Write succeeded although the write failed")
 	}
 }
+
+// A submitted record alone waits at most lazyDelay for a batch to share.
+func TestSubmitAloneIsWrittenSoon(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.jsonl")
+	l := openT(t, path, Options{})
+	if err := l.Submit(&Record{Kind: KindOutcome, DecisionID: "alone", Outcome: "200"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, _ := os.ReadFile(path); bytes.Contains(b, []byte(`"alone"`)) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("a submitted record was not written within 5s")
+}
