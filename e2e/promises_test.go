@@ -218,12 +218,17 @@ var cardRun = regexp.MustCompile(`\d(?:[ -]?\d){12,18}`)
 func TestPromiseCardNumberRedactedForSupport(t *testing.T) {
 	t.Parallel()
 	p := startProxy(t, proxyConfig{})
-	_, body := allowed(t, p, ticketRequest(t).withBody(payload(t, "ticket-card.json")))
+	id, body := allowed(t, p, ticketRequest(t).withBody(payload(t, "ticket-card.json")))
 	if m := cardRun.Find(body); m != nil {
 		t.Errorf("Zendesk received a card number %q: %s", m, body)
 	}
 	if !bytes.Contains(body, []byte("REDACTED]")) || !bytes.Contains(body, []byte("charged twice")) {
 		t.Errorf("the ticket text should arrive with the card number redacted: %s", body)
+	}
+	// The ledger says where a card number was redacted (the path, never the number).
+	d := kindOf(t, recordsOf(readLedger(t, p.Ledger), id), "disclosure")
+	if len(d.CardsRedacted) == 0 || d.CardsRedacted[0] != "ticket/comment/body" {
+		t.Errorf("disclosure record cards_redacted = %v, want [ticket/comment/body]", d.CardsRedacted)
 	}
 }
 

@@ -51,9 +51,12 @@ type Record struct {
 
 	Revision string `json:"revision"` // policy revision that decided
 
-	FieldsSent    []string          `json:"fields_sent"`
-	FieldsRemoved []string          `json:"fields_removed"`
-	Transformed   []string          `json:"transformed"`
+	FieldsSent    []string `json:"fields_sent"`
+	FieldsRemoved []string `json:"fields_removed"`
+	Transformed   []string `json:"transformed"`
+	// CardsRedacted lists where the card guard replaced a card number
+	// before the payload left (paths only).
+	CardsRedacted []string          `json:"cards_redacted,omitempty"`
 	Transforms    map[string]string `json:"transforms,omitempty"` // path -> transform name
 
 	// Outcome is the vendor's status code as a string ("200") on outcome
@@ -107,6 +110,9 @@ func prepare(r *Record) (Record, error) {
 	c.FieldsSent = cloneStrings(r.FieldsSent)
 	c.FieldsRemoved = cloneStrings(r.FieldsRemoved)
 	c.Transformed = cloneStrings(r.Transformed)
+	if r.CardsRedacted != nil {
+		c.CardsRedacted = cloneStrings(r.CardsRedacted)
+	}
 	if r.Transforms != nil {
 		c.Transforms = make(map[string]string, len(r.Transforms))
 		for k, v := range r.Transforms {

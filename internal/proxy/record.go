@@ -42,6 +42,7 @@ func (p *Proxy) record(tx *txn, kind, outcome string, status int) *ledger.Record
 			rec.FieldsSent = appendPrefixed(rec.FieldsSent, prefix, rep.Kept)
 			rec.FieldsRemoved = appendPrefixed(rec.FieldsRemoved, prefix, rep.Removed)
 			rec.Transformed = appendPrefixed(rec.Transformed, prefix, rep.Transformed)
+			rec.CardsRedacted = appendPrefixed(rec.CardsRedacted, prefix, rep.Cards)
 		}
 	}
 	return rec
