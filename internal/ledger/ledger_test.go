@@ -941,3 +941,32 @@ func TestSubmitAloneIsWrittenSoon(t *testing.T) {
 	}
 	t.Fatal("a submitted record was not written within 5s")
 }
+
+// The hand-written encoder writes exactly what encoding/json writes.
+func FuzzAppendMid(f *testing.F) {
+	f.Add("disclosure", "d1", "stripe", "/v1/x?q", "case \"42\" <b> & é\u2028\x01", "amount", "card/number", "hmac", int64(3), true, int64(1700000000123456789))
+	f.Add("refusal", "", "", "", "", "", "", "", int64(0), false, int64(0))
+	f.Add("outcome", "\xff\xfe", "v", "/", "\t\n\r\b\f", "a<b", "", "x>y", int64(-1), false, int64(-62135596800))
+	f.Fuzz(func(t *testing.T, kind, id, vendor, path, basis, f1, f2, tr string, n int64, dry bool, ns int64) {
+		r := &Record{Kind: kind, DecisionID: id, Vendor: vendor, Host: vendor + ".example", Method: "POST",
+			Path: path, Purpose: basis, Subject: id, Service: f1, LegalBasis: basis, Requester: f2, Approver: tr,
+			Revision: f1 + f2, FieldsSent: []string{f1, f2}, FieldsRemoved: []string{}, Transformed: nil,
+			Outcome: tr, Status: int(n % 1000), BytesIn: n, BytesOut: -n, DryRun: dry,
+			Time: time.Unix(0, ns).UTC()}
+		if tr != "" {
+			r.Transformed = []string{tr}
+			r.Transforms = map[string]string{f1: tr, f2: basis}
+			r.CardsRedacted = []string{tr}
+		}
+		if y := r.Time.Year(); y < 0 || y > 9999 {
+			return
+		}
+		want, err := encodeMidReflect(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendMid(nil, r); string(got) != string(want) {
+			t.Fatalf("hand-written:\n%s\nencoding/json:\n%s", got, want)
+		}
+	})
+}
