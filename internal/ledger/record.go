@@ -107,26 +107,26 @@ func prepare(r *Record) (Record, error) {
 	if i := strings.IndexByte(c.Path, '?'); i >= 0 {
 		c.Path = c.Path[:i]
 	}
-	c.FieldsSent = cloneStrings(r.FieldsSent)
-	c.FieldsRemoved = cloneStrings(r.FieldsRemoved)
-	c.Transformed = cloneStrings(r.Transformed)
-	if r.CardsRedacted != nil {
-		c.CardsRedacted = cloneStrings(r.CardsRedacted)
-	}
-	if r.Transforms != nil {
-		c.Transforms = make(map[string]string, len(r.Transforms))
-		for k, v := range r.Transforms {
-			c.Transforms[k] = v
-		}
-	}
+	// The caller's slices and map are not copied: the record is encoded
+	// (encodeMid) before Append, Write or Submit hand it to the writer, which
+	// only splices seq and prev into those bytes. Lists are written as []
+	// rather than null, so every line has the same shape.
+	c.FieldsSent = nonNil(r.FieldsSent)
+	c.FieldsRemoved = nonNil(r.FieldsRemoved)
+	c.Transformed = nonNil(r.Transformed)
 	if !c.Time.IsZero() {
 		c.Time = c.Time.UTC()
 	}
 	return c, nil
 }
 
-func cloneStrings(s []string) []string {
-	return append(make([]string, 0, len(s)), s...)
+var noStrings = []string{}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return noStrings
+	}
+	return s
 }
 
 // lineReader reads newline-terminated lines with bounded memory: a line

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net/http"
+	"slices"
 
 	"github.com/pare-dev/pare/internal/ledger"
 )
@@ -53,6 +54,12 @@ func (p *Proxy) record(tx *txn, kind, outcome string, status int) *ledger.Record
 var reportPrefix = [...]string{"", "query:", "header:"}
 
 func appendPrefixed(dst []string, prefix string, paths []string) []string {
+	if prefix == "" && len(dst) == 0 {
+		// The report's own slice, clipped so a later append never writes
+		// into its backing array.
+		return slices.Clip(paths)
+	}
+	dst = slices.Grow(dst, len(paths))
 	for _, p := range paths {
 		dst = append(dst, prefix+p)
 	}

@@ -1,0 +1,65 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/pare-dev/pare/internal/engine"
+	"github.com/pare-dev/pare/internal/ledger"
+	"github.com/pare-dev/pare/internal/vendorstub"
+	"github.com/pare-dev/pare/policies"
+)
+
+// BenchmarkServeHTTP is one checkout.json payment through the whole proxy
+// (decision, mask, ledger with fsync, TLS to a local stub), without a client
+// connection: allocations here are the proxy's own.
+func BenchmarkServeHTTP(b *testing.B) {
+	body, err := os.ReadFile("../../filters/testdata/checkout.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	stub, err := vendorstub.Start([]string{"api.stripe.com"}, dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stub.Close()
+	stub.SetRespond(func(w http.ResponseWriter, _ *http.Request, _ []byte) { w.Write([]byte(`{"ok":true}`)) })
+	pol, err := engine.Load(context.Background(), policies.FS, engine.LoadOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	eng, _ := engine.New(engine.Options{HMACKey: []byte("0123456789abcdef")})
+	eng.Swap(pol)
+	led, err := ledger.Open(filepath.Join(dir, "ledger.jsonl"), ledger.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer led.Close()
+	px, err := New(Config{Engine: eng, Ledger: led, Service: "billing",
+		Upstream: UpstreamOptions{Resolve: map[string]string{"api.stripe.com:443": stub.Addr}, ExtraCAs: []string{stub.CAFile}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer px.Close()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := httptest.NewRequest("POST", "http://api.stripe.com/v1/payment_intents", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer sk_test")
+			req.Header.Set("X-Data-Purpose", "payment")
+			req.Header.Set("X-Data-Subject", "u-1")
+			rec := httptest.NewRecorder()
+			px.ServeHTTP(rec, req)
+			if rec.Code != 200 {
+				b.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+		}
+	})
+}
