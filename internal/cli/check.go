@@ -15,8 +15,25 @@ func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.SetOutput(stderr)
 	dir := fs.String("policies", "policies", "policies directory")
 	verbose := fs.Bool("v", false, "list every Rego test")
+	configPath := fs.String("config", "", "also validate this serve config file (strictly: unknown keys are errors)")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
+	}
+	if *configPath != "" {
+		c := defaultConfig()
+		if err := loadConfigFile(*configPath, &c); err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitFail
+		}
+		if err := c.validate(); err != nil {
+			fmt.Fprintf(stderr, "config %s: %v\n", *configPath, err)
+			return exitFail
+		}
+		fmt.Fprintf(stdout, "%s: valid serve config\n", *configPath)
+		if c.Policies == "" {
+			return exitOK // the bundled policies: checked by the tests that built this binary
+		}
+		*dir = c.Policies
 	}
 	// Compile (contracts validated strictly inside Load) exactly as serve
 	// would, then run the Rego tests against the same data.
