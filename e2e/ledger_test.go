@@ -204,6 +204,10 @@ func TestLedgerVerifyQueryReport(t *testing.T) {
 					t.Errorf("report --format %s does not mention %s", format, vendor)
 				}
 			}
+			// Recipients are identified by name and contract, not only by id.
+			if !strings.Contains(out, "Zendesk (contract SUP-2024-07)") {
+				t.Errorf("report --format %s does not identify Zendesk by name and contract", format)
+			}
 			for _, v := range sensitiveValues {
 				if strings.Contains(out, v) {
 					t.Errorf("report --format %s contains the payload value %q", format, v)

@@ -19,6 +19,9 @@ func appendMid(dst []byte, r *Record) []byte {
 	dst = appendField(dst, "kind", r.Kind)
 	dst = appendField(dst, "decision_id", r.DecisionID)
 	dst = appendField(dst, "vendor", r.Vendor)
+	if r.Recipient != "" {
+		dst = appendField(dst, "recipient", r.Recipient)
+	}
 	dst = appendField(dst, "host", r.Host)
 	dst = appendField(dst, "method", r.Method)
 	dst = appendField(dst, "path", r.Path)

@@ -948,7 +948,7 @@ func FuzzAppendMid(f *testing.F) {
 	f.Add("refusal", "", "", "", "", "", "", "", int64(0), false, int64(0))
 	f.Add("outcome", "\xff\xfe", "v", "/", "\t\n\r\b\f", "a<b", "", "x>y", int64(-1), false, int64(-62135596800))
 	f.Fuzz(func(t *testing.T, kind, id, vendor, path, basis, f1, f2, tr string, n int64, dry bool, ns int64) {
-		r := &Record{Kind: kind, DecisionID: id, Vendor: vendor, Host: vendor + ".example", Method: "POST",
+		r := &Record{Kind: kind, DecisionID: id, Vendor: vendor, Recipient: basis, Host: vendor + ".example", Method: "POST",
 			Path: path, Purpose: basis, Subject: id, Service: f1, LegalBasis: basis, Requester: f2, Approver: tr,
 			Revision: f1 + f2, FieldsSent: []string{f1, f2}, FieldsRemoved: []string{}, Transformed: nil,
 			Outcome: tr, Status: int(n % 1000), BytesIn: n, BytesOut: -n, DryRun: dry,

@@ -37,9 +37,13 @@ type Record struct {
 	DecisionID string    `json:"decision_id"`
 
 	Vendor string `json:"vendor"`
-	Host   string `json:"host"`
-	Method string `json:"method"`
-	Path   string `json:"path"` // never the query string
+	// Recipient names the vendor for people: its name and contract
+	// reference ("Stripe (contract PSP-2024-03)"), the identity of the
+	// recipient a disclosure report must give.
+	Recipient string `json:"recipient,omitempty"`
+	Host      string `json:"host"`
+	Method    string `json:"method"`
+	Path      string `json:"path"` // never the query string
 
 	Purpose string `json:"purpose"`
 	Subject string `json:"subject"`

@@ -36,7 +36,10 @@ type Report struct {
 
 // Recipient groups the disclosures to one vendor for one purpose.
 type Recipient struct {
-	Vendor  string    `json:"vendor"`
+	Vendor string `json:"vendor"`
+	// Name is the recipient's identity as recorded (name and contract
+	// reference), from the latest disclosure that carried one.
+	Name    string    `json:"name,omitempty"`
 	Purpose string    `json:"purpose"`
 	DryRun  bool      `json:"dry_run"`
 	First   time.Time `json:"first"`
@@ -49,6 +52,15 @@ type Recipient struct {
 	Paths      []string       `json:"paths"`
 	LegalBases []string       `json:"legal_bases,omitempty"`
 	Outcomes   []OutcomeCount `json:"outcomes"`
+}
+
+// Display is how a person reads the recipient: its recorded name, or the
+// vendor id when records predate names.
+func (r Recipient) Display() string {
+	if r.Name != "" {
+		return r.Name
+	}
+	return r.Vendor
 }
 
 // OutcomeCount counts what the vendor answered: a status code, or
@@ -102,6 +114,9 @@ func BuildReport(records []Record, subject string, since, until time.Time) *Repo
 			groups[k] = g
 		}
 		g.rec.Count++
+		if r.Recipient != "" && !r.Time.Before(g.rec.Last) {
+			g.rec.Name = r.Recipient
+		}
 		if r.Time.Before(g.rec.First) {
 			g.rec.First = r.Time
 		}
@@ -191,7 +206,7 @@ func WriteCSV(w io.Writer, rep *Report) error {
 		"information", "field_paths", "legal_basis", "vendor_answers"}}
 	for _, r := range rep.Recipients {
 		rows = append(rows, []string{
-			r.Vendor, r.Purpose, strconv.FormatBool(r.DryRun),
+			r.Display(), r.Purpose, strconv.FormatBool(r.DryRun),
 			r.First.UTC().Format(time.RFC3339), r.Last.UTC().Format(time.RFC3339),
 			strconv.Itoa(r.Count),
 			strings.Join(r.Fields, "; "), strings.Join(r.Paths, "; "),

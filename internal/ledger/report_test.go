@@ -224,3 +224,31 @@ func TestReportFromLedger(t *testing.T) {
 		t.Fatalf("report from the ledger differs:\n%s\nwant\n%s", a.String(), b.String())
 	}
 }
+
+// A report names each recipient by the identity recorded with the
+// disclosure (name and contract), as GDPR Art. 15(1)(c) asks.
+func TestReportNamesRecipients(t *testing.T) {
+	t0 := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
+	recs := []Record{
+		{Kind: KindDisclosure, Time: t0, DecisionID: "a", Vendor: "zendesk", Subject: "u-1", Purpose: "support",
+			FieldsSent: []string{"ticket/requester/email"}},
+		{Kind: KindDisclosure, Time: t0.Add(time.Hour), DecisionID: "b", Vendor: "zendesk", Subject: "u-1", Purpose: "support",
+			Recipient: "Zendesk (contract SUP-2024-07)", FieldsSent: []string{"ticket/subject"}},
+	}
+	rep := BuildReport(recs, "u-1", time.Time{}, time.Time{})
+	if len(rep.Recipients) != 1 || rep.Recipients[0].Display() != "Zendesk (contract SUP-2024-07)" {
+		t.Fatalf("recipients = %+v", rep.Recipients)
+	}
+	var html, csv strings.Builder
+	if err := WriteHTML(&html, rep); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteCSV(&csv, rep); err != nil {
+		t.Fatal(err)
+	}
+	for name, out := range map[string]string{"html": html.String(), "csv": csv.String()} {
+		if !strings.Contains(out, "Zendesk (contract SUP-2024-07)") {
+			t.Errorf("%s report does not name the recipient", name)
+		}
+	}
+}

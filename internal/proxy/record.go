@@ -30,6 +30,14 @@ func (p *Proxy) record(tx *txn, kind, outcome string, status int) *ledger.Record
 	}
 	if d := tx.decision; d != nil {
 		rec.Vendor = d.Vendor
+		if tx.policy != nil && kind == ledger.KindDisclosure {
+			if c := tx.policy.Contracts[d.Vendor]; c != nil && c.Name != "" {
+				rec.Recipient = c.Name
+				if c.Reference != "" {
+					rec.Recipient += " (contract " + c.Reference + ")"
+				}
+			}
+		}
 		if len(d.Transforms) > 0 {
 			rec.Transforms = d.Transforms
 		}
