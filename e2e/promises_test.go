@@ -316,6 +316,10 @@ func TestPromiseLegalWithBasisAndApprover(t *testing.T) {
 	if d.LegalBasis != "SUBP-2026-0117" || d.Requester != "anna.legal@webinar-co.example" || d.Approver != "piotr.dpo@webinar-co.example" {
 		t.Errorf("ledger legal_basis %q requester %q approver %q", d.LegalBasis, d.Requester, d.Approver)
 	}
+	// Legal disclosures are counted on their own.
+	if _, exposition := p.adminGet(t, "/metrics"); metricValue(exposition, "pare_egress_legal_disclosures_total", `vendor="legal"`) != 1 {
+		t.Error("pare_egress_legal_disclosures_total{vendor=\"legal\"} is not 1")
+	}
 	p.Stop(t)
 	out, errOut, code := runCLI(t, "ledger", "report", "--subject", "u-123", "--format", "csv", p.Ledger)
 	if code != 0 || !strings.Contains(out, "SUBP-2026-0117") {

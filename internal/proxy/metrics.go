@@ -16,6 +16,7 @@ type Metrics struct {
 	inFlight        prometheus.Gauge
 	consentErrors   prometheus.Counter
 	ledgerErrors    prometheus.Counter
+	legal           *prometheus.CounterVec
 	Reloads         *prometheus.CounterVec
 	Revision        *prometheus.GaugeVec
 	LastReload      prometheus.Gauge
@@ -55,6 +56,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "pare", Subsystem: "ledger", Name: "write_errors_total",
 			Help: "Ledger records that could not be written (the request was refused).",
 		}),
+		legal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "pare", Subsystem: "egress", Name: "legal_disclosures_total",
+			Help: "Disclosures for purpose legal (each with a legal basis and a second approver in the ledger), by vendor.",
+		}, []string{"vendor"}),
 		Reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "pare", Subsystem: "policy", Name: "reloads_total",
 			Help: "Policy loads by result (success or failure).",
@@ -70,7 +75,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.fieldsRemoved, m.decisionSeconds, m.upstreamSeconds,
-			m.inFlight, m.consentErrors, m.ledgerErrors, m.Reloads, m.Revision, m.LastReload)
+			m.inFlight, m.consentErrors, m.ledgerErrors, m.legal, m.Reloads, m.Revision, m.LastReload)
 	}
 	return m
 }

@@ -563,6 +563,9 @@ func (p *Proxy) finish(r *http.Request, tx *txn, outcome string, status int, met
 		p.m.fieldsRemoved.WithLabelValues(p.vendorLabel(tx)).Add(float64(removed))
 	}
 	p.m.requests.WithLabelValues(p.vendorLabel(tx), p.purposeLabel(tx), metricOutcome).Inc()
+	if metricOutcome == "forwarded" && tx.in != nil && tx.in.Purpose == "legal" {
+		p.m.legal.WithLabelValues(p.vendorLabel(tx)).Inc()
+	}
 	attrs := []any{
 		"decision_id", tx.id, "method", r.Method, "outcome", outcome, "status", status,
 		"duration_ms", float64(time.Since(tx.start).Microseconds()) / 1000,

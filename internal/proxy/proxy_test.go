@@ -94,6 +94,7 @@ func TestMetricsLint(t *testing.T) {
 	m.requests.WithLabelValues("stripe", "payment", "forwarded").Inc()
 	m.fieldsRemoved.WithLabelValues("stripe").Add(3)
 	m.upstreamSeconds.WithLabelValues("stripe").Observe(0.01)
+	m.legal.WithLabelValues("legal").Inc()
 	m.Reloads.WithLabelValues("success").Inc()
 	m.Revision.WithLabelValues("abc").Set(1)
 	mfs, err := reg.Gather()
