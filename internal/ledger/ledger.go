@@ -353,21 +353,13 @@ func parseSeq(line []byte) (uint64, error) {
 // chain head. Until that succeeds every Append fails. [Ledger.Err] reports the
 // state and [Ledger.Stats] counts the errors.
 func (l *Ledger) Append(ctx context.Context, r *Record) error {
-	rec, err := prepare(r)
-	if err != nil {
-		return err
-	}
-	if rec.Time.IsZero() {
-		rec.Time = l.now().UTC()
-	}
-	mid, err := encodeMid(&rec)
+	req, err := l.newRequest(r)
 	if err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	req := &request{rec: rec, mid: mid, done: make(chan error, 1)}
 	l.mu.RLock()
 	if l.closed {
 		l.mu.RUnlock()
@@ -401,18 +393,11 @@ func (l *Ledger) Append(ctx context.Context, r *Record) error {
 // while the vendor answers. An error from Write means the record is not in
 // the file; an error from wait means it may not survive a crash.
 func (l *Ledger) Write(ctx context.Context, r *Record) (wait func(context.Context) error, err error) {
-	rec, err := prepare(r)
+	req, err := l.newRequest(r)
 	if err != nil {
 		return nil, err
 	}
-	if rec.Time.IsZero() {
-		rec.Time = l.now().UTC()
-	}
-	mid, err := encodeMid(&rec)
-	if err != nil {
-		return nil, err
-	}
-	req := &request{rec: rec, mid: mid, done: make(chan error, 1), written: make(chan error, 1)}
+	req.written = make(chan error, 1)
 	l.mu.RLock()
 	if l.closed {
 		l.mu.RUnlock()
@@ -459,18 +444,11 @@ func (l *Ledger) Write(ctx context.Context, r *Record) (wait func(context.Contex
 const lazyDelay = 50 * time.Millisecond
 
 func (l *Ledger) Submit(r *Record) error {
-	rec, err := prepare(r)
+	req, err := l.newRequest(r)
 	if err != nil {
 		return err
 	}
-	if rec.Time.IsZero() {
-		rec.Time = l.now().UTC()
-	}
-	mid, err := encodeMid(&rec)
-	if err != nil {
-		return err
-	}
-	req := &request{rec: rec, mid: mid, lazy: true, done: make(chan error, 1)}
+	req.lazy = true
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if l.closed {
@@ -478,6 +456,23 @@ func (l *Ledger) Submit(r *Record) error {
 	}
 	l.reqs <- req
 	return nil
+}
+
+// newRequest validates, stamps and encodes r in the caller's goroutine, so
+// the single writer only splices seq and prev into ready bytes.
+func (l *Ledger) newRequest(r *Record) (*request, error) {
+	rec, err := prepare(r)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Time.IsZero() {
+		rec.Time = l.now().UTC()
+	}
+	mid, err := encodeMid(&rec)
+	if err != nil {
+		return nil, err
+	}
+	return &request{rec: rec, mid: mid, done: make(chan error, 1)}, nil
 }
 
 // Err returns the write error that put the ledger in its failed state, or nil
