@@ -1,8 +1,10 @@
 package filters
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"sync"
 	"unicode/utf8"
@@ -30,9 +32,8 @@ func (m *Mask) JSON(dst, src []byte, opt *Options) ([]byte, *Report, error) {
 	if m == nil || m.root == nil {
 		return dst, nil, errors.New("filters: nil Mask")
 	}
-	var zero Options
 	if opt == nil {
-		opt = &zero
+		opt = &zeroOptions
 	}
 	if m.usesHMAC && len(opt.HMACKey) == 0 {
 		return dst, nil, ErrNoHMACKey
@@ -65,7 +66,15 @@ func (m *Mask) JSON(dst, src []byte, opt *Options) ([]byte, *Report, error) {
 	return w.dst, w.rep.build(), nil
 }
 
-var walkerPool = sync.Pool{New: func() any { return new(jsonWalker) }}
+// zeroOptions stands in for a nil *Options. It is never written; a local
+// would escape through the pooled walker and cost an allocation per call.
+var zeroOptions Options
+
+var walkerPool = sync.Pool{New: func() any {
+	w := new(jsonWalker)
+	w.paths.reset()
+	return w
+}}
 
 // jsonWalker is the state of one JSON filter call. It is pooled so that its
 // scratch buffers are reused across requests.
@@ -75,30 +84,43 @@ type jsonWalker struct {
 	dst []byte
 	opt *Options
 
-	rep reportBuilder
-	xf  xfState
+	rep   reportBuilder
+	paths pathTable // report paths below an array, interned
+	xf    xfState
 
-	segs    []pathSeg // path to the value being parsed
-	arrays  int       // array-index segments in segs
-	keys    []keyRef  // keys of every open object, for duplicate detection
-	arena   []byte    // unescaped keys that contained escapes
-	scratch []byte    // unescaped string values
-	tmp     []byte    // transform output
+	segs    []pathSeg     // path to the value being parsed
+	arrays  int           // array-index segments in segs
+	noSkip  bool          // skipValue failed: describe the error with value
+	keys    []keyRef      // keys of every open object, for duplicate detection
+	specs   []speculation // open speculations, innermost last
+	arena   []byte        // unescaped keys that contained escapes
+	scratch []byte        // unescaped string values
+	tmp     []byte        // transform output
 	pathBuf []byte
 	num     [20]byte
 }
 
+// keyRef has at most four fields so that the compiler keeps it in
+// registers: a struct built in memory field by field and then copied as a
+// whole stalls on store forwarding, once per key.
 type keyRef struct {
 	start, end int
-	arena      bool // in w.arena (unescaped), else in w.src (had no escapes)
-	// first and last byte, so that the duplicate scan rarely touches the
-	// bytes of a key that differs
-	first, last byte
+	// ends holds the first and last byte, so that the duplicate scan
+	// rarely touches the bytes of a key that differs.
+	ends  uint16
+	arena bool // in w.arena (unescaped), else in w.src (had no escapes)
 }
 
+// pathSeg is kept small (it is pushed for every member): an object key is
+// referred to by its index in w.keys.
 type pathSeg struct {
-	idx int // array index, or -1 for an object key
-	key keyRef
+	idx int   // array index, or -1-i for the object key w.keys[i]
+	id  int32 // interned normalised path up to here, or pathNone until needed
+	// prev is the id of the previous member of the same object that was
+	// interned, or pathNone: the member after it last time is the likely
+	// next one, since array elements tend to have the same keys in the
+	// same order.
+	prev int32
 }
 
 // maxPooledBuf keeps one huge request from pinning its buffers in the pool.
@@ -108,10 +130,13 @@ func (w *jsonWalker) release() {
 	w.src, w.dst, w.opt = nil, nil, nil
 	w.xf = xfState{sum: w.xf.sum}
 	w.rep.reset()
-	w.segs, w.keys, w.arrays = w.segs[:0], w.keys[:0], 0
+	w.paths.reset()
+	w.segs, w.keys, w.specs, w.arrays, w.noSkip = w.segs[:0], w.keys[:0], w.specs[:0], 0, false
 	w.arena, w.scratch, w.tmp = w.arena[:0], w.scratch[:0], w.tmp[:0]
 	if cap(w.arena) > maxPooledBuf || cap(w.scratch) > maxPooledBuf || cap(w.rep.buf) > maxPooledBuf ||
-		cap(w.keys) > maxPooledBuf/16 || cap(w.segs) > maxPooledBuf/16 {
+		cap(w.keys) > maxPooledBuf/16 || cap(w.segs) > maxPooledBuf/16 ||
+		cap(w.paths.keys) > maxPooledBuf || cap(w.paths.slots) > maxPooledBuf/4 ||
+		cap(w.specs) > maxPooledBuf/128 {
 		return
 	}
 	walkerPool.Put(w)
@@ -136,7 +161,7 @@ func (w *jsonWalker) appendPath(b []byte, norm bool) []byte {
 		}
 		switch {
 		case s.idx < 0:
-			b = appendSegment(b, w.keyBytes(s.key))
+			b = appendSegment(b, w.keyBytes(w.keys[-1-s.idx]))
 		case norm:
 			b = append(b, '*')
 		default:
@@ -147,16 +172,59 @@ func (w *jsonWalker) appendPath(b []byte, norm bool) []byte {
 }
 
 func (w *jsonWalker) report(k listKind) {
-	w.pathBuf = w.appendPath(w.pathBuf[:0], true)
+	r := &w.rep
 	if w.arrays == 0 {
 		// Without an array on the way the path is concrete, and duplicate
 		// keys are rejected, so it cannot have been reported before; nor
 		// can an array path equal it, since its first array-index segment
 		// sits where this path has an object key.
-		w.rep.addUnique(k, w.pathBuf)
+		start := len(r.buf)
+		r.buf = w.appendPath(r.buf, true)
+		r.spans[k] = append(r.spans[k], span{start: start, end: len(r.buf)})
 		return
 	}
-	w.rep.add(k, w.pathBuf)
+	// Below an array the same normalised path comes back for every
+	// element: look it up by id, and write it out only the first time.
+	id := w.segs[len(w.segs)-1].id
+	if id == pathNone {
+		id = w.pathID()
+	}
+	e := &w.paths.ents[id]
+	if i := int(e.spans[k]) - 1; i >= 0 && i < len(r.spans[k]) && r.spans[k][i].owner == id {
+		return
+	}
+	start := len(r.buf)
+	r.buf = w.appendPath(r.buf, true)
+	r.spans[k] = append(r.spans[k], span{start: start, end: len(r.buf), owner: id})
+	e.spans[k] = int32(len(r.spans[k]))
+}
+
+// starSeg is the interned segment of an array index.
+var starSeg = []byte{'*'}
+
+// pathID interns the current normalised path, reusing the ids already
+// known for its prefix.
+func (w *jsonWalker) pathID() int32 {
+	segs := w.segs
+	i := len(segs)
+	for i > 0 && segs[i-1].id == pathNone {
+		i--
+	}
+	id := pathRoot
+	if i > 0 {
+		id = segs[i-1].id
+	}
+	t := &w.paths
+	for ; i < len(segs); i++ {
+		s := &segs[i]
+		if s.idx >= 0 {
+			id = t.intern(id, starSeg)
+		} else {
+			id = t.internPredicted(id, w.keyBytes(w.keys[-1-s.idx]), s.prev)
+		}
+		s.id = id
+	}
+	return id
 }
 
 func (w *jsonWalker) cardError() error {
@@ -211,13 +279,22 @@ func needSpeculation(parentKeep, emit bool, c *node) bool {
 	return !parentKeep && emit && !c.keep && !c.litPath
 }
 
-func (w *jsonWalker) speculate(wrote bool) speculation {
-	return speculation{dst: len(w.dst), wrote: wrote, rep: w.rep.mark()}
+// speculate pushes a speculation for the member about to be read; they
+// live on a stack in the walker rather than in the member loops, which
+// would otherwise zero a large struct for every member.
+func (w *jsonWalker) speculate(wrote bool) {
+	w.specs = append(w.specs, speculation{dst: len(w.dst), wrote: wrote, rep: w.rep.mark()})
 }
 
-// takeBack removes a speculatively written member that produced nothing and
-// reports it as removed instead. It returns the container's earlier wrote.
-func (w *jsonWalker) takeBack(sp speculation) bool {
+// settle pops the speculation of a member that has been read. If it
+// produced nothing, it is removed from the output and reported as removed
+// instead, and the container's earlier wrote is returned.
+func (w *jsonWalker) settle(produced, wrote bool) bool {
+	sp := &w.specs[len(w.specs)-1]
+	w.specs = w.specs[:len(w.specs)-1]
+	if produced {
+		return wrote
+	}
 	w.dst = w.dst[:sp.dst]
 	w.rep.rollback(sp.rep)
 	w.report(listRemoved)
@@ -254,7 +331,20 @@ func (w *jsonWalker) value(n *node, emit, keep bool, xf *Transform, depth int) (
 	if w.pos >= len(w.src) {
 		return false, w.syntax("unexpected end of input")
 	}
-	switch c := w.src[w.pos]; c {
+	c := w.src[w.pos]
+	if !emit && !w.noSkip && (c == '{' || c == '[') {
+		// A removed container: validate it without the bookkeeping of
+		// the emitting walk. Only a body in error walks it twice: the
+		// second walk must not skip again, or every level of a deeply
+		// nested bad body would rescan the rest of it.
+		start, keys, arena := w.pos, len(w.keys), len(w.arena)
+		if w.skipValue(depth) {
+			return false, nil
+		}
+		w.pos, w.keys, w.arena = start, w.keys[:keys], w.arena[:arena]
+		w.noSkip = true
+	}
+	switch c {
 	case '{':
 		return w.object(n, emit, keep, xf, depth+1)
 	case '[':
@@ -275,6 +365,182 @@ func (w *jsonWalker) value(n *node, emit, keep bool, xf *Transform, depth int) (
 	}
 }
 
+// dupKeys is the duplicate-key state of one open object besides its keys
+// in w.keys.
+type dupKeys struct {
+	seen map[string]struct{} // from dupMapMin keys on
+	// filter has a bit per hash of length, first and last byte of each
+	// key so far: most keys differ from all earlier ones there, and skip
+	// the scan.
+	filter uint64
+}
+
+// pushKey records the key scanned at src[rawStart:rawEnd] (quotes
+// included) in w.keys and returns its unescaped bytes, and whether the
+// object opened at keysStart already had it.
+//
+// Duplicate keys are checked even in removed subtrees: the policy may have
+// read the body, and it must have read what was sent.
+func (w *jsonWalker) pushKey(rawStart, rawEnd int, esc bool, keysStart int, d *dupKeys) (kb []byte, dup bool) {
+	kStart, kEnd := rawStart+1, rawEnd-1
+	kb = w.src[kStart:kEnd]
+	if esc {
+		kStart = len(w.arena)
+		w.arena = unescape(w.arena, kb)
+		kEnd = len(w.arena)
+		kb = w.arena[kStart:]
+	}
+	var ends uint16
+	if len(kb) > 0 {
+		ends = uint16(kb[0])<<8 | uint16(kb[len(kb)-1])
+	}
+	if d.seen != nil {
+		_, dup = d.seen[string(kb)]
+		d.seen[string(kb)] = struct{}{}
+	} else {
+		bit := uint64(1) << ((uint(len(kb)) ^ uint(ends)<<1 ^ uint(ends)>>5) & 63)
+		if d.filter&bit != 0 {
+			for _, k := range w.keys[keysStart:] {
+				if k.end-k.start == len(kb) && k.ends == ends && string(w.keyBytes(k)) == string(kb) {
+					dup = true
+					break
+				}
+			}
+		}
+		d.filter |= bit
+		if len(w.keys)-keysStart >= dupMapMin {
+			d.seen = make(map[string]struct{}, 2*dupMapMin)
+			for _, k := range w.keys[keysStart:] {
+				d.seen[string(w.keyBytes(k))] = struct{}{}
+			}
+			d.seen[string(kb)] = struct{}{}
+		}
+	}
+	w.keys = append(w.keys, keyRef{start: kStart, end: kEnd, ends: ends, arena: esc})
+	return kb, dup
+}
+
+// skipValue validates the value at w.pos and moves past it, for removed
+// subtrees: no output, no report and no path to maintain. It only says
+// whether the value is valid; on false the caller rewinds and parses the
+// value again with value, which finds the same problem and describes it
+// (offset, message, path of a duplicate key). It is exactly as strict as
+// value, so that removing a member never changes what is accepted.
+func (w *jsonWalker) skipValue(depth int) bool {
+	w.ws()
+	if w.pos >= len(w.src) {
+		return false
+	}
+	switch c := w.src[w.pos]; c {
+	case '{':
+		return w.skipObject(depth + 1)
+	case '[':
+		return w.skipArray(depth + 1)
+	case '"':
+		_, err := w.scanString()
+		return err == nil
+	case 't':
+		return w.skipLiteral("true")
+	case 'f':
+		return w.skipLiteral("false")
+	case 'n':
+		return w.skipLiteral("null")
+	default:
+		if c == '-' || isDigit(c) {
+			return w.scanNumber() == nil
+		}
+		return false
+	}
+}
+
+func (w *jsonWalker) skipLiteral(lit string) bool {
+	if len(w.src)-w.pos < len(lit) || string(w.src[w.pos:w.pos+len(lit)]) != lit {
+		return false
+	}
+	w.pos += len(lit)
+	return true
+}
+
+func (w *jsonWalker) skipObject(depth int) bool {
+	if depth > maxDepth {
+		return false
+	}
+	w.pos++
+	keysStart, arenaStart := len(w.keys), len(w.arena)
+	var dk dupKeys
+	w.ws()
+	if w.pos < len(w.src) && w.src[w.pos] == '}' {
+		w.pos++
+		return true
+	}
+	for {
+		w.ws()
+		if w.pos >= len(w.src) || w.src[w.pos] != '"' {
+			return false
+		}
+		rawStart := w.pos
+		esc, err := w.scanString()
+		if err != nil {
+			return false
+		}
+		if _, dup := w.pushKey(rawStart, w.pos, esc, keysStart, &dk); dup {
+			return false
+		}
+		w.ws()
+		if w.pos >= len(w.src) || w.src[w.pos] != ':' {
+			return false
+		}
+		w.pos++
+		if !w.skipValue(depth) {
+			return false
+		}
+		w.ws()
+		if w.pos >= len(w.src) {
+			return false
+		}
+		switch w.src[w.pos] {
+		case ',':
+			w.pos++
+		case '}':
+			w.pos++
+			w.keys, w.arena = w.keys[:keysStart], w.arena[:arenaStart]
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+func (w *jsonWalker) skipArray(depth int) bool {
+	if depth > maxDepth {
+		return false
+	}
+	w.pos++
+	w.ws()
+	if w.pos < len(w.src) && w.src[w.pos] == ']' {
+		w.pos++
+		return true
+	}
+	for {
+		if !w.skipValue(depth) {
+			return false
+		}
+		w.ws()
+		if w.pos >= len(w.src) {
+			return false
+		}
+		switch w.src[w.pos] {
+		case ',':
+			w.pos++
+		case ']':
+			w.pos++
+			return true
+		default:
+			return false
+		}
+	}
+}
+
 func (w *jsonWalker) object(n *node, emit, keep bool, xf *Transform, depth int) (bool, error) {
 	if depth > maxDepth {
 		return false, w.syntax("nesting too deep")
@@ -286,8 +552,9 @@ func (w *jsonWalker) object(n *node, emit, keep bool, xf *Transform, depth int) 
 	// On error the walker is abandoned, so only the success paths need to
 	// pop this object's keys.
 	keysStart, arenaStart := len(w.keys), len(w.arena)
-	var seen map[string]struct{}
+	var dk dupKeys
 	wrote := false
+	prev := pathNone
 	w.ws()
 	if w.pos < len(w.src) && w.src[w.pos] == '}' {
 		w.pos++
@@ -308,41 +575,8 @@ func (w *jsonWalker) object(n *node, emit, keep bool, xf *Transform, depth int) 
 			return false, err
 		}
 		rawEnd := w.pos
-		kr := keyRef{start: rawStart + 1, end: rawEnd - 1}
-		kb := w.src[kr.start:kr.end]
-		if esc {
-			a := len(w.arena)
-			w.arena = unescape(w.arena, kb)
-			kr = keyRef{start: a, end: len(w.arena), arena: true}
-			kb = w.arena[a:]
-		}
-		if len(kb) > 0 {
-			kr.first, kr.last = kb[0], kb[len(kb)-1]
-		}
-
-		// Duplicate keys are checked even in removed subtrees: the policy
-		// may have read the body, and it must have read what was sent.
-		dup := false
-		if seen != nil {
-			_, dup = seen[string(kb)]
-			seen[string(kb)] = struct{}{}
-		} else {
-			for _, k := range w.keys[keysStart:] {
-				if k.end-k.start == len(kb) && k.first == kr.first && k.last == kr.last && string(w.keyBytes(k)) == string(kb) {
-					dup = true
-					break
-				}
-			}
-			if len(w.keys)-keysStart >= dupMapMin {
-				seen = make(map[string]struct{}, 2*dupMapMin)
-				for _, k := range w.keys[keysStart:] {
-					seen[string(w.keyBytes(k))] = struct{}{}
-				}
-				seen[string(kb)] = struct{}{}
-			}
-		}
-		w.keys = append(w.keys, kr)
-		w.segs = append(w.segs, pathSeg{idx: -1, key: kr})
+		kb, dup := w.pushKey(rawStart, rawEnd, esc, keysStart, &dk)
+		w.segs = append(w.segs, pathSeg{idx: -len(w.keys), prev: prev})
 		if dup {
 			w.pathBuf = w.appendPath(w.pathBuf[:0], false)
 			w.pos = rawStart
@@ -356,7 +590,6 @@ func (w *jsonWalker) object(n *node, emit, keep bool, xf *Transform, depth int) 
 		w.pos++
 
 		cemit, ckeep, cxf, cn := false, false, (*Transform)(nil), (*node)(nil)
-		var sp speculation
 		var spec bool
 		if emit {
 			var c *node
@@ -375,7 +608,7 @@ func (w *jsonWalker) object(n *node, emit, keep bool, xf *Transform, depth int) 
 				cemit = false
 			}
 			if spec = needSpeculation(keep, cemit, full); spec {
-				sp = w.speculate(wrote)
+				w.speculate(wrote)
 			}
 			w.reportMember(keep, cemit, full)
 			if cemit {
@@ -391,8 +624,11 @@ func (w *jsonWalker) object(n *node, emit, keep bool, xf *Transform, depth int) 
 		if err != nil {
 			return false, err
 		}
-		if spec && !produced {
-			wrote = w.takeBack(sp)
+		if spec {
+			wrote = w.settle(produced, wrote)
+		}
+		if id := w.segs[len(w.segs)-1].id; id != pathNone {
+			prev = id
 		}
 		w.segs = w.segs[:len(w.segs)-1]
 
@@ -434,10 +670,12 @@ func (w *jsonWalker) array(n *node, emit, keep bool, xf *Transform, depth int) (
 	}
 	wrote := false
 	w.arrays++
+	// Every element has the same normalised path: once one element
+	// interned it, the others start from its id.
+	star := pathNone
 	for idx := 0; ; idx++ {
-		w.segs = append(w.segs, pathSeg{idx: idx})
+		w.segs = append(w.segs, pathSeg{idx: idx, id: star})
 		cemit, ckeep, cxf, cn := false, false, (*Transform)(nil), (*node)(nil)
-		var sp speculation
 		var spec bool
 		if emit {
 			var c *node
@@ -450,7 +688,7 @@ func (w *jsonWalker) array(n *node, emit, keep bool, xf *Transform, depth int) (
 			}
 			cemit, ckeep, cxf, cn = decide(keep, xf, c)
 			if spec = needSpeculation(keep, cemit, c); spec {
-				sp = w.speculate(wrote)
+				w.speculate(wrote)
 			}
 			w.reportMember(keep, cemit, c)
 			if cemit {
@@ -464,9 +702,10 @@ func (w *jsonWalker) array(n *node, emit, keep bool, xf *Transform, depth int) (
 		if err != nil {
 			return false, err
 		}
-		if spec && !produced {
-			wrote = w.takeBack(sp)
+		if spec {
+			wrote = w.settle(produced, wrote)
 		}
+		star = w.segs[len(w.segs)-1].id
 		w.segs = w.segs[:len(w.segs)-1]
 		w.ws()
 		if w.pos >= len(w.src) {
@@ -662,12 +901,24 @@ func (w *jsonWalker) scanString() (esc bool, err error) {
 	src := w.src
 	i := w.pos + 1
 	for {
-		for i < len(src) && plain[src[i]] {
-			i++
-		}
-		if i >= len(src) {
-			w.pos = i
-			return esc, w.syntax("unterminated string")
+		// Eight bytes at a time while none of them needs attention, then
+		// straight to the first one that does; byte by byte only near the
+		// end of the input.
+		if i+8 <= len(src) {
+			m := specialBytes(binary.LittleEndian.Uint64(src[i:]))
+			if m == 0 {
+				i += 8
+				continue
+			}
+			i += bits.TrailingZeros64(m) >> 3
+		} else {
+			for i < len(src) && plain[src[i]] {
+				i++
+			}
+			if i >= len(src) {
+				w.pos = i
+				return esc, w.syntax("unterminated string")
+			}
 		}
 		switch c := src[i]; {
 		case c == '"':
@@ -704,6 +955,23 @@ func (w *jsonWalker) scanString() (esc bool, err error) {
 			i += size
 		}
 	}
+}
+
+const (
+	lsb = 0x0101010101010101
+	msb = 0x8080808080808080
+)
+
+// specialBytes returns a word whose lowest set bit falls in the first byte
+// of x (in memory order) that is not plain: '"', '\\', a control
+// character or a non-ASCII byte; 0 if there is none. Bits above the first
+// such byte may be spurious (borrows propagate upwards), which is why only
+// the lowest one is used.
+func specialBytes(x uint64) uint64 {
+	q := x ^ (lsb * '"')
+	b := x ^ (lsb * '\\')
+	ctl := (x - lsb*0x20) &^ x // high bit set where x < 0x20 (or spurious above one)
+	return (ctl | (q-lsb)&^q | (b-lsb)&^b | x) & msb
 }
 
 func isHex(c byte) bool {

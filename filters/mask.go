@@ -129,7 +129,10 @@ type litChild struct {
 	n   *node
 }
 
-const maxLinearChildren = 8
+// maxLinearChildren: a miss, the common case (most keys are not in the
+// mask), is mostly a length comparison per child, still cheaper than
+// hashing the key at 16.
+const maxLinearChildren = 16
 
 // lookup returns the node for a key or index (in its decimal form).
 func (n *node) lookup(key []byte) *node {
@@ -402,6 +405,17 @@ func joinPath(segs []string) string {
 // appendSegment writes one path segment with "~" and "/" escaped, so that a
 // reported path can be fed back into Compile.
 func appendSegment[T ~string | ~[]byte](b []byte, s T) []byte {
+	plain := true
+	for i := 0; i < len(s); i++ {
+		if s[i] == '~' || s[i] == '/' {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		// The common case: one copy instead of an append per byte.
+		return append(b, s...)
+	}
 	for i := 0; i < len(s); i++ {
 		switch s[i] {
 		case '~':

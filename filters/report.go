@@ -46,6 +46,7 @@ type reportBuilder struct {
 type span struct {
 	start, end int
 	hash       uint32
+	owner      int32 // the pathTable entry that added it (JSON), or pathNone
 }
 
 // linearDedupMax is how many repeatable paths a list holds before dedup
@@ -146,13 +147,31 @@ func (r *reportBuilder) build() *Report {
 	for _, l := range r.spans {
 		n += len(l)
 	}
-	rep := &Report{RemovedCount: r.count}
 	if n == 0 {
-		return rep
+		return &Report{RemovedCount: r.count}
 	}
-	// One string for every path and one backing array for the four lists.
+	// One string for every path, and the Report allocated together with
+	// the backing array of its four lists when they are small.
+	var rep *Report
+	var strs []string
+	switch {
+	case n <= 8:
+		p := new(struct {
+			Report
+			s [8]string
+		})
+		rep, strs = &p.Report, p.s[:n]
+	case n <= 32:
+		p := new(struct {
+			Report
+			s [32]string
+		})
+		rep, strs = &p.Report, p.s[:n]
+	default:
+		rep, strs = new(Report), make([]string, n)
+	}
+	rep.RemovedCount = r.count
 	all := string(r.buf)
-	strs := make([]string, n)
 	lists := [numLists]*[]string{&rep.Kept, &rep.Removed, &rep.Transformed, &rep.Cards}
 	i := 0
 	for k, l := range r.spans {
