@@ -227,8 +227,14 @@ func writeExplanation(w io.Writer, in *engine.Input, d *engine.Decision, r *http
 	}
 	fmt.Fprintf(w, "\nbody (%s, %s): %d → %d bytes\n", r.Header.Get("Content-Type"), d.Body, len(body), len(m.Body))
 	writeReport(w, m.BodyReport, d.Transforms)
-	fmt.Fprintln(w, "\nquery:")
-	writeReport(w, m.QueryReport, nil)
+	if r.URL.RawQuery == "" {
+		fmt.Fprintln(w, "\nquery: (none)")
+	} else {
+		fmt.Fprintln(w, "\nquery:")
+		list(w, "sent", m.QueryReport.Kept)
+		list(w, "removed", m.QueryReport.Removed)
+		list(w, "card numbers", m.QueryReport.Cards)
+	}
 	fmt.Fprintln(w, "\nheaders:")
 	sent := make([]string, 0, len(m.Header))
 	for k := range m.Header {
