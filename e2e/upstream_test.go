@@ -78,3 +78,16 @@ func TestMalformedDecisionIs503(t *testing.T) {
 	}
 	wantNothingReceived(t, p.Stub)
 }
+
+// Header size is bounded (64 KiB by default): an oversized header block is
+// answered 431 by the server before any decision, and nothing is sent.
+func TestHeaderTooLarge(t *testing.T) {
+	t.Parallel()
+	p := startProxy(t, proxyConfig{})
+	r := ticketRequest(t)
+	r.Header = append(r.Header, [2]string{"X-Padding", strings.Repeat("a", 100<<10)})
+	if got := p.do(t, r); got.Status != 431 {
+		t.Fatalf("status %d, want 431", got.Status)
+	}
+	wantNothingReceived(t, p.Stub)
+}
