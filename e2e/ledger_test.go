@@ -152,6 +152,19 @@ func TestLedgerVerifyQueryReport(t *testing.T) {
 		}
 	})
 
+	// Logs never carry payload values, credentials or query strings either.
+	t.Run("no payload value in the logs", func(t *testing.T) {
+		logs := p.logs.String()
+		if !strings.Contains(logs, `"msg":"egress"`) {
+			t.Fatal("no egress log lines to check")
+		}
+		for _, v := range sensitiveValues {
+			if strings.Contains(logs, v) {
+				t.Errorf("the log contains the payload value %q", v)
+			}
+		}
+	})
+
 	t.Run("query", func(t *testing.T) {
 		out, errOut, code := runCLI(t, "ledger", "query", "--subject", "u-123", "--json", led)
 		if code != 0 {
