@@ -154,10 +154,15 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	}
 	cancel()
 	<-errc
-	fmt.Fprintf(stdout, "\n%s\nEvery request above is in the ledger; try:\n", strings.Repeat("━", *width))
-	fmt.Fprintln(stdout, "  go run ./cmd/proxy serve            # the proxy on the bundled policies")
+	fmt.Fprintf(stdout, "\n%s\nEvery request above is in the disclosure ledger, hash-chained and fsync'd before it left:\n\n", strings.Repeat("━", *width))
+	fmt.Fprintln(stdout, "$ proxy ledger verify")
+	ledgerVerify([]string{c.Ledger}, stdout, stdout)
+	fmt.Fprintln(stdout, "\n$ proxy ledger query --subject u-123    # what was disclosed about Maria, to whom, why")
+	ledgerQuery([]string{"--subject", "u-123", c.Ledger}, stdout, stdout)
+	fmt.Fprintln(stdout, "\nNext:")
+	fmt.Fprintln(stdout, "  go run ./cmd/proxy serve     # the proxy on the bundled policies")
 	fmt.Fprintln(stdout, "  go run ./cmd/proxy explain --url http://webinarco.zendesk.com/api/v2/tickets.json --purpose support --data @../shared/payloads/ticket.json")
-	fmt.Fprintln(stdout, "  go run ./cmd/proxy ledger query --subject u-123")
+	fmt.Fprintln(stdout, "  go run ./cmd/proxy ledger report --subject u-123 --format html > report.html")
 	return exitOK
 }
 

@@ -115,14 +115,66 @@ func ledgerQuery(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tVENDOR\tPURPOSE\tKIND\tOUTCOME\tFIELDS SENT\tLEGAL BASIS")
+	// One row per request: a disclosure with its vendor's answer (the
+	// outcome record that follows it), or a refusal.
+	outcomes := map[string]string{}
 	for _, r := range recs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format(time.RFC3339), r.Vendor, r.Purpose,
-			r.Kind, r.Outcome, strings.Join(r.FieldsSent, ","), r.LegalBasis)
+		if r.Kind == ledger.KindOutcome {
+			outcomes[r.DecisionID] = r.Outcome
+		}
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tVENDOR\tPURPOSE\tRESULT\tFIELDS SENT\tLEGAL BASIS")
+	for _, r := range recs {
+		var result, fields string
+		switch r.Kind {
+		case ledger.KindOutcome:
+			continue
+		case ledger.KindRefusal:
+			result, fields = "refused: "+r.Outcome, "-"
+		default:
+			result = "sent, vendor answered " + outcomes[r.DecisionID]
+			if outcomes[r.DecisionID] == "" {
+				result = "sent, answer not recorded"
+			}
+			if r.DryRun {
+				result += " (dry run)"
+			}
+			fields = summarize(r.FieldsSent, 90)
+		}
+		basis := r.LegalBasis
+		if basis == "" {
+			basis = "-"
+		}
+		vendor := r.Vendor
+		if vendor == "" {
+			vendor = r.Host
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format(time.RFC3339), vendor, r.Purpose,
+			result, fields, basis)
 	}
 	_ = tw.Flush()
 	return exitOK
+}
+
+// summarize joins paths up to about width characters and says how many more
+// there are; --json has them all.
+func summarize(paths []string, width int) string {
+	if len(paths) == 0 {
+		return "-"
+	}
+	var b strings.Builder
+	for i, p := range paths {
+		if i > 0 && b.Len()+len(p)+2 > width {
+			fmt.Fprintf(&b, ", … (+%d)", len(paths)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(p)
+	}
+	return b.String()
 }
 
 func queryRecords(fs *flag.FlagSet, f *ledger.Filter, since, until string, stderr io.Writer) ([]ledger.Record, int) {
