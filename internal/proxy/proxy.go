@@ -324,7 +324,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tx.bytesOut = out.ContentLength
 
 	// No disclosure without a record: the record of what is about to leave
-	// is durable before the first byte goes to the vendor.
+	// is in the ledger file before the first byte goes to the vendor, and
+	// durable (fsync) before the app hears anything back (see forward).
 	rec := p.record(tx, ledger.KindDisclosure, "pending", 0)
 	wait, err := p.cfg.Ledger.Write(context.WithoutCancel(r.Context()), rec)
 	if err != nil {
