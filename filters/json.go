@@ -63,7 +63,7 @@ func (m *Mask) JSON(dst, src []byte, opt *Options) ([]byte, *Report, error) {
 	if err != nil {
 		return dst, nil, err
 	}
-	return w.dst, w.rep.build(), nil
+	return w.dst, w.rep.buildShared(&m.lastPaths), nil
 }
 
 // zeroOptions stands in for a nil *Options. It is never written; a local
@@ -161,7 +161,7 @@ func (w *jsonWalker) appendPath(b []byte, norm bool) []byte {
 		}
 		switch {
 		case s.idx < 0:
-			b = appendSegment(b, w.keyBytes(w.keys[-1-s.idx]))
+			b = appendKeySegment(b, w.keyBytes(w.keys[-1-s.idx]))
 		case norm:
 			b = append(b, '*')
 		default:
@@ -237,11 +237,15 @@ func (w *jsonWalker) ws() {
 	if i < len(src) && src[i] > ' ' {
 		return
 	}
-	for i < len(src) && (src[i] == ' ' || src[i] == '\n' || src[i] == '\t' || src[i] == '\r') {
+	for i < len(src) && isSpace[src[i]] {
 		i++
 	}
 	w.pos = i
 }
+
+// isSpace marks JSON whitespace: one load per byte instead of four
+// comparisons, for the indentation runs of pretty-printed bodies.
+var isSpace = [256]bool{' ': true, '\n': true, '\t': true, '\r': true}
 
 // decide says how the member whose path is on top of w.segs is sent. c is
 // the mask node matching it (nil if none). It reports nothing, so that a
@@ -344,6 +348,25 @@ func (w *jsonWalker) value(n *node, emit, keep bool, xf *Transform, depth int) (
 		w.pos, w.keys, w.arena = start, w.keys[:keys], w.arena[:arena]
 		w.noSkip = true
 	}
+	if keep && xf == nil && (n == nil || !n.hasXf) && !w.noSkip && (c == '{' || c == '[') {
+		// A container sent whole, with no transform in or below it: the
+		// emitting walk would copy every token as it is and report
+		// nothing (paths below a kept one are not reported), so validate it with the light walker and copy it in
+		// one go. The card guard would have nothing to do when the whole
+		// subtree has fewer than 13 digits (an escaped digit is at least
+		// three raw ones); otherwise it must walk the subtree after all.
+		start, keys, arena := w.pos, len(w.keys), len(w.arena)
+		if w.skipValue(depth) {
+			raw := w.src[start:w.pos]
+			if w.opt.Cards == CardsAllow || countDigits(raw) < 13 {
+				w.dst = appendCompact(w.dst, raw)
+				return true, nil
+			}
+		} else {
+			w.noSkip = true
+		}
+		w.pos, w.keys, w.arena = start, w.keys[:keys], w.arena[:arena]
+	}
 	switch c {
 	case '{':
 		return w.object(n, emit, keep, xf, depth+1)
@@ -363,6 +386,32 @@ func (w *jsonWalker) value(n *node, emit, keep bool, xf *Transform, depth int) (
 		}
 		return false, w.syntax("invalid character")
 	}
+}
+
+// appendCompact appends the valid JSON value raw without the whitespace
+// between its tokens, which is what the emitting walk would write for it.
+func appendCompact(dst, raw []byte) []byte {
+	start := 0
+	for i := 0; i < len(raw); {
+		switch c := raw[i]; {
+		case c == '"':
+			// Valid, so the first quote not escaped ends the string.
+			for i++; raw[i] != '"'; i++ {
+				if raw[i] == '\\' {
+					i++
+				}
+			}
+			i++
+		case isSpace[c]:
+			dst = append(dst, raw[start:i]...)
+			for i++; i < len(raw) && isSpace[raw[i]]; i++ {
+			}
+			start = i
+		default:
+			i++
+		}
+	}
+	return append(dst, raw[start:]...)
 }
 
 // dupKeys is the duplicate-key state of one open object besides its keys

@@ -1,10 +1,12 @@
 package filters
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 )
 
 // Options are the per-request settings of a filter. A nil *Options is the
@@ -102,6 +104,9 @@ const maxMaskNodes = 1 << 16
 type Mask struct {
 	root     *node
 	usesHMAC bool
+	// lastPaths is the paths string of a recent JSON report, shared by
+	// the next reports that list the same paths (see buildShared).
+	lastPaths atomic.Pointer[string]
 }
 
 // node is one trie level. Literal children already include what a "*"
@@ -405,14 +410,7 @@ func joinPath(segs []string) string {
 // appendSegment writes one path segment with "~" and "/" escaped, so that a
 // reported path can be fed back into Compile.
 func appendSegment[T ~string | ~[]byte](b []byte, s T) []byte {
-	plain := true
-	for i := 0; i < len(s); i++ {
-		if s[i] == '~' || s[i] == '/' {
-			plain = false
-			break
-		}
-	}
-	if plain {
+	if !needsSegmentEscape(s) {
 		// The common case: one copy instead of an append per byte.
 		return append(b, s...)
 	}
@@ -427,4 +425,39 @@ func appendSegment[T ~string | ~[]byte](b []byte, s T) []byte {
 		}
 	}
 	return b
+}
+
+// needsSegmentEscape reports whether s holds a '~' or a '/'.
+func needsSegmentEscape[T ~string | ~[]byte](s T) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '~' || s[i] == '/' {
+			return true
+		}
+	}
+	return false
+}
+
+// appendKeySegment is appendSegment for a key in the body. It runs for
+// every reported path segment, so it looks at eight bytes at a time (the
+// generic version compiles to byte loads).
+func appendKeySegment(b, s []byte) []byte {
+	if len(s) < 8 {
+		return appendSegment(b, s)
+	}
+	for i := 0; ; i += 8 {
+		if i+8 > len(s) {
+			// The last word overlaps the one before it.
+			i = len(s) - 8
+		}
+		x := binary.LittleEndian.Uint64(s[i:])
+		// The classic zero-byte test: exact as to whether there is one.
+		t := x ^ (lsb * '~')
+		l := x ^ (lsb * '/')
+		if ((t-lsb)&^t|(l-lsb)&^l)&msb != 0 {
+			return appendSegment(b, s)
+		}
+		if i+8 == len(s) {
+			return append(b, s...)
+		}
+	}
 }

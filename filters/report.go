@@ -1,5 +1,7 @@
 package filters
 
+import "sync/atomic"
+
 // Report says what a filter did, for the disclosure ledger. Paths use the
 // mask syntax with array indices (and numeric form indices) written as "*",
 // deduplicated, in document order. Reports never contain values.
@@ -142,7 +144,19 @@ func (r *reportBuilder) reset() {
 	r.count = 0
 }
 
-func (r *reportBuilder) build() *Report {
+func (r *reportBuilder) build() *Report { return r.buildShared(nil) }
+
+// maxSharedPaths keeps a huge report from being pinned by its Mask, and
+// the comparison with the cached string cheap next to building the report.
+const maxSharedPaths = 4 << 10
+
+// buildShared is build with a cache of the last paths string: the reports
+// of one mask tend to repeat from request to request (a vendor's traffic
+// has few shapes), and when they do the string is shared instead of
+// allocated again. Strings are immutable, so sharing them between reports
+// is invisible to callers; allocation is most of a small body's cost, since
+// it drives how often the garbage collector runs.
+func (r *reportBuilder) buildShared(cache *atomic.Pointer[string]) *Report {
 	n := 0
 	for _, l := range r.spans {
 		n += len(l)
@@ -171,7 +185,18 @@ func (r *reportBuilder) build() *Report {
 		rep, strs = new(Report), make([]string, n)
 	}
 	rep.RemovedCount = r.count
-	all := string(r.buf)
+	var all string
+	if cache != nil && len(r.buf) <= maxSharedPaths {
+		if p := cache.Load(); p != nil && *p == string(r.buf) {
+			all = *p
+		} else {
+			s := string(r.buf) // a separate variable, so only a miss allocates it
+			cache.Store(&s)
+			all = s
+		}
+	} else {
+		all = string(r.buf)
+	}
 	lists := [numLists]*[]string{&rep.Kept, &rep.Removed, &rep.Transformed, &rep.Cards}
 	i := 0
 	for k, l := range r.spans {

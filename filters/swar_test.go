@@ -71,3 +71,14 @@ func TestCountDigits(t *testing.T) {
 		}
 	})
 }
+
+func TestAppendKeySegment(t *testing.T) {
+	swarWords(t, func(b []byte) {
+		for _, s := range [][]byte{b, b[3:], append([]byte("abcdefg"), b...), append(append([]byte{}, b...), "abcdefgh"...)} {
+			want := string(appendSegment(nil, string(s)))
+			if got := string(appendKeySegment(nil, s)); got != want {
+				t.Fatalf("appendKeySegment(%q) = %q, want %q", s, got, want)
+			}
+		}
+	})
+}
