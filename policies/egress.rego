@@ -104,12 +104,14 @@ consents_unavailable if {
 
 # The lookups read only the hosts of each contract (data.contracts[id].hosts), never the contracts
 # whole: only the matched contract is read in full, which keeps a decision cheap.
-exact_vendors := {id | data.contracts[id].hosts[_] == host}
+# The host is read into a local once: a rule reference inside the comprehension would be looked up
+# again for every host of every contract.
+exact_vendors := {id | data.contracts[id].hosts[_] == h} if h := host
 
 wildcard_vendors := {id |
-	h := data.contracts[id].hosts[_]
-	wildcard_match(h, host)
-}
+	pattern := data.contracts[id].hosts[_]
+	wildcard_match(pattern, h)
+} if h := host
 
 wildcard_match(pattern, h) if {
 	startswith(pattern, "*.")
@@ -167,18 +169,20 @@ dry_run if contract.dry_run == true
 
 route_indexes := [i |
 	some i, r in object.get(contract, "routes", [])
-	method in r.methods
-	glob.match(r.path, ["/"], path)
-]
+	m in r.methods
+	glob.match(r.path, ["/"], p)
+] if {
+	m := method
+	p := path
+}
 
 route := contract.routes[route_indexes[0]]
 
 # Dot segments would let "/recordings/../secrets" match "/recordings/**". They are refused rather
 # than resolved: a well-behaved client never sends them.
-unclean_path if {
-	some seg in split(lower(path), "/")
-	seg in {".", "..", "%2e", "%2e%2e", ".%2e", "%2e."}
-}
+# A segment (between slashes) that is ".", "..", or one of them with a dot percent-encoded, in any
+# case: one regex test instead of a test per segment.
+unclean_path if regex.match(`(?i)(^|/)(\.|\.\.|%2e|%2e%2e|\.%2e|%2e\.)(/|$)`, path)
 
 unclean_path if not startswith(path, "/")
 
@@ -251,11 +255,11 @@ route_paths := {p | some p in route_fields} | {p | some p, _ in route_transforms
 # compared at all.
 violated_rules := {i |
 	some i, rule in need_to_know
-	not source_service in rule.services
+	not service in rule.services
 	some f in rule.fields
 	some p in route_paths
 	overlaps(p, f)
-}
+} if service := source_service
 
 stripped := {p |
 	some i in violated_rules
@@ -329,41 +333,43 @@ cards := "block" if {
 # ---------------------------------------------------------------------------------------------
 # The allowed decision.
 
-# stripped_paths is stripped evaluated once, as a whole: a membership test against the partial set
-# itself would re-run its rule body for every path.
-stripped_paths := {p | some p in stripped}
-
-fields := sort([p | some p in route_fields; not p in stripped_paths])
-
-transforms := {p: t | some p, t in route_transforms; not p in stripped_paths}
-
-headers := sort({lower(h) | some h in array.concat(object.get(contract, "headers", []), object.get(route, "headers", []))})
-
-query := sort({q | some q in object.get(route, "query", [])})
-
-body := object.get(route, "body", "filter")
-
+# The allowed decision is built in one rule, with the route read once into a local: every key is
+# computed in place rather than as a rule of its own, each of which would cost a lookup.
 allowed := {
 	"allow": true,
 	"vendor": vendor,
-	"reason": allow_reason,
+	"reason": concat("", [
+		sprintf("%s for purpose %s under contract %s, route %s %s", [vendor_name, purpose, reference, method, rt.path]),
+		consent_note,
+		strip_note,
+	]),
 	"code": "",
-	"fields": fields,
-	"transforms": transforms,
-	"headers": headers,
-	"query": query,
-	"body": body,
+	"fields": sort(kept_fields),
+	"transforms": kept_transforms,
+	"headers": sort({lower(h) | some h in array.concat(object.get(contract, "headers", []), object.get(rt, "headers", []))}),
+	"query": sort({q | some q in object.get(rt, "query", [])}),
+	"body": object.get(rt, "body", "filter"),
 	"cards": cards,
 	"tls": tls,
 	"port": port,
 	"dry_run": dry_run,
+} if {
+	rt := route
 }
 
-allow_reason := concat("", [
-	sprintf("%s for purpose %s under contract %s, route %s %s", [vendor_name, purpose, reference, method, route.path]),
-	consent_note,
-	strip_note,
-])
+# What need-to-know leaves of the route's fields and transforms: all of them when nothing is
+# stripped (the common case, no per-path test), else those not stripped. stripped_paths is
+# stripped evaluated once, as a whole: a membership test against the partial set itself would re-run
+# its rule body for every path.
+kept_fields := route_fields if {
+	count(stripped) == 0
+} else := [p | some p in route_fields; not p in stripped_paths]
+
+kept_transforms := route_transforms if {
+	count(stripped) == 0
+} else := {p: t | some p, t in route_transforms; not p in stripped_paths}
+
+stripped_paths := {p | some p in stripped}
 
 consent_note := sprintf(", with the subject's consent for %s", [concat(", ", sort(consents_needed))]) if {
 	count(consents_needed) > 0
@@ -436,24 +442,24 @@ scheme_default_port := 80 if scheme == "http"
 else := 443
 
 deny contains {"rank": 30, "code": "purpose_required", "reason": sprintf("%s: every request must declare its purpose (X-Data-Purpose)", [who])} if {
-	vendor
 	purpose == ""
+	vendor
 }
 
 deny contains {"rank": 40, "code": "route_not_allowed", "reason": sprintf("%s allows no %s request to this path", [who, method])} if {
-	vendor
 	count(route_indexes) == 0
+	vendor
 }
 
 deny contains {"rank": 40, "code": "route_not_allowed", "reason": sprintf("%s: paths with dot segments are refused", [who])} if {
-	vendor
 	unclean_path
+	vendor
 }
 
 deny contains {"rank": 50, "code": "purpose_not_allowed", "reason": sprintf("%s: route %s %s serves only %s, not %s", [who, method, route.path, concat(", ", route_purposes), purpose])} if {
-	purpose != ""
-	purpose in contract_purposes
 	not purpose in route_purposes
+	purpose in contract_purposes
+	purpose != ""
 }
 
 deny contains {"rank": 50, "code": "purpose_not_allowed", "reason": sprintf("%s allows only the purposes %s, not %s", [who, concat(", ", contract_purposes), purpose])} if {
@@ -462,28 +468,28 @@ deny contains {"rank": 50, "code": "purpose_not_allowed", "reason": sprintf("%s 
 }
 
 deny contains {"rank": 60, "code": "gpc_opt_out", "reason": sprintf("%s is a marketing disclosure and the subject's Global Privacy Control signal opts out of it", [who])} if {
-	vendor
 	marketing_gated
 	gpc
+	vendor
 }
 
 deny contains {"rank": 70, "code": "consent_unavailable", "reason": sprintf("%s: this request needs the subject's consent (%s) and the consent source is unavailable", [who, concat(", ", sort(consents_needed))])} if {
-	vendor
 	count(consents_needed) > 0
 	consents_unavailable
+	vendor
 }
 
 deny contains {"rank": 80, "code": "consent_required", "reason": sprintf("%s: the subject has withdrawn consent for %s", [who, p])} if {
-	vendor
 	some p in consents_needed
 	withdrawn(p)
+	vendor
 }
 
 deny contains {"rank": 80, "code": "consent_required", "reason": reason} if {
-	vendor
 	some p in consents_needed
 	not granted(p)
 	not withdrawn(p)
+	vendor
 	reason := consent_missing_reason(p)
 }
 
