@@ -1,6 +1,7 @@
 package bench
 
 import (
+
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -18,6 +19,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/pare-dev/pare/internal/vendorstub"
 )
 
 // Rows of the comparison, numbered as in issue 4.
@@ -147,7 +150,7 @@ func (r *Results) Instance(row int, payload string) *Instance {
 type runner struct {
 	cfg    Config
 	ps     *procSet
-	pki    certFiles
+	pki    vendorstub.PKI
 	roots  *x509.CertPool
 	pare   string // binary
 	opa    string // binary

@@ -115,6 +115,39 @@ func (s *Stub) SetRespond(f func(w http.ResponseWriter, r *http.Request, body []
 // Close stops the stub.
 func (s *Stub) Close() error { return s.srv.Close() }
 
+// PKI is a throwaway CA and a leaf certificate, signed by it, for a set of
+// vendor hosts (and 127.0.0.1), as PEM files.
+type PKI struct {
+	CA, Cert, Key string
+}
+
+// WritePKI writes a throwaway PKI for hosts into dir, for stubs that run in
+// a process of their own (the benchmark's).
+func WritePKI(hosts []string, dir string) (PKI, error) {
+	f := PKI{CA: filepath.Join(dir, "vendor-ca.pem"), Cert: filepath.Join(dir, "vendor-cert.pem"), Key: filepath.Join(dir, "vendor-key.pem")}
+	cert, caPEM, err := certificates(hosts)
+	if err != nil {
+		return f, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(cert.PrivateKey.(*ecdsa.PrivateKey))
+	if err != nil {
+		return f, err
+	}
+	for _, w := range []struct {
+		path string
+		pem  []byte
+	}{
+		{f.CA, caPEM},
+		{f.Cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})},
+		{f.Key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})},
+	} {
+		if err := os.WriteFile(w.path, w.pem, 0o600); err != nil {
+			return f, fmt.Errorf("vendor stub PKI: %w", err)
+		}
+	}
+	return f, nil
+}
+
 // certificates makes a throwaway CA and a leaf for hosts (and 127.0.0.1).
 func certificates(hosts []string) (tls.Certificate, []byte, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -126,7 +159,7 @@ func certificates(hosts []string) (tls.Certificate, []byte, error) {
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "Pare vendor stub CA"},
 		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
+		NotAfter:              now.Add(48 * time.Hour),
 		IsCA:                  true,
 		KeyUsage:              x509.KeyUsageCertSign,
 		BasicConstraintsValid: true,
@@ -144,7 +177,7 @@ func certificates(hosts []string) (tls.Certificate, []byte, error) {
 		SerialNumber: big.NewInt(2),
 		Subject:      pkix.Name{CommonName: "vendor stub"},
 		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
+		NotAfter:     now.Add(48 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     hosts,
