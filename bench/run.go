@@ -1,7 +1,6 @@
 package bench
 
 import (
-
 	"cmp"
 	"context"
 	"crypto/rand"
