@@ -41,6 +41,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Now stamps records whose Time is zero. Default time.Now.
 	Now func() time.Time
+	// ObserveSync, when set, is called with the duration of every fsync
+	// (from the syncer goroutine): disk latency is what a durable ledger
+	// adds to each request, so operators need to see it.
+	ObserveSync func(time.Duration)
 
 	// openFile is the seam through which tests put a failing file under the
 	// writer. Default openLedgerFile.
@@ -84,6 +88,8 @@ type Ledger struct {
 	open     func(string) (file, error)
 	unlock   func() error
 
+	observeSync func(time.Duration)
+
 	// mu guards closed against Close racing with the channel send in Append.
 	mu     sync.RWMutex
 	closed bool
@@ -96,10 +102,22 @@ type Ledger struct {
 	seq      uint64 // seq of the last durable record
 	last     string // hash of the last durable record's line
 	retryRot int64  // after a failed rotation: the size below which not to try again
-	unacked  int64  // bytes of the write that failed: what recovery may cut off
+	unacked  int64  // bytes written after the last durable line when a write or fsync failed: what recovery may cut off
 	failed   error  // non-nil while the ledger cannot write
 	buf      []byte
 	closeErr error
+
+	// The written end of the file, ahead of size/seq/last while records
+	// wait for an fsync (see run).
+	wsize    int64
+	wseq     uint64
+	wlast    string
+	pending  []*request // written, waiting for the next fsync
+	syncing  []*request // covered by the fsync in flight
+	target   syncPoint  // what the fsync in flight makes durable
+	inflight bool
+	syncReq  chan file
+	syncRes  chan error
 
 	// headMu guards the copy of the chain head that Head reads.
 	headMu   sync.Mutex
@@ -114,6 +132,13 @@ type Ledger struct {
 	tornTails  atomic.Uint64
 }
 
+// syncPoint is the end of the file an fsync makes durable.
+type syncPoint struct {
+	size int64
+	seq  uint64
+	last string
+}
+
 type request struct {
 	rec  Record
 	mid  []byte // the record's JSON between seq and prev (see encodeMid)
@@ -121,7 +146,6 @@ type request struct {
 	// written, when set, learns when the line is in the file, before the
 	// fsync (see Write).
 	written chan error
-	err     error
 	done    chan error // buffered: the writer never blocks on an appender that gave up
 }
 
@@ -142,6 +166,8 @@ func Open(path string, opt Options) (*Ledger, error) {
 		log:      opt.Logger,
 		now:      opt.Now,
 		open:     opt.openFile,
+
+		observeSync: opt.ObserveSync,
 	}
 	if l.maxBytes <= 0 {
 		l.maxBytes = DefaultMaxBytes
@@ -169,6 +195,7 @@ func Open(path string, opt Options) (*Ledger, error) {
 		return nil, fmt.Errorf("ledger %s: %w", path, err)
 	}
 	l.setHead()
+	l.wsize, l.wseq, l.wlast = l.size, l.seq, l.last
 	l.reqs = make(chan *request, l.maxBatch)
 	l.done = make(chan struct{})
 	go l.run()
@@ -530,9 +557,32 @@ func (l *Ledger) Close() error {
 }
 
 // run is the writer goroutine: it takes whatever is queued, up to maxBatch,
-// and commits it with one write and one fsync.
+// writes it with one write, and has the syncer fsync it.
+//
+// Writing and fsyncing are pipelined: while one fsync is in flight the writer
+// keeps writing the next batches, and one fsync then covers all of them. With
+// write and fsync in one goroutine, a request arriving during an fsync could
+// not even be written (and so not sent to its vendor) until that fsync
+// returned — every request paid up to two fsyncs in series with the vendor
+// call. Only this goroutine touches the ledger's state; the syncer only calls
+// Sync on the file it is given.
 func (l *Ledger) run() {
 	defer close(l.done)
+	syncReq := make(chan file)
+	syncRes := make(chan error)
+	go func() {
+		for f := range syncReq {
+			t0 := time.Now()
+			err := f.Sync()
+			if l.observeSync != nil {
+				l.observeSync(time.Since(t0))
+			}
+			syncRes <- err
+		}
+	}()
+	l.syncReq, l.syncRes = syncReq, syncRes
+	defer close(syncReq)
+
 	batch := make([]*request, 0, l.maxBatch)
 	// Submitted records (lazy) wait for the next batch that must be durable
 	// anyway, or for lazyDelay: a batch of only outcomes does not cost a
@@ -547,26 +597,33 @@ func (l *Ledger) run() {
 			urgent++
 		}
 	}
-	for open || len(batch) > 0 {
+	for open || len(batch) > 0 || l.inflight {
 		flush := false
-		if len(batch) == 0 {
-			r, ok := <-l.reqs
-			if !ok {
+		var reqs chan *request
+		if open {
+			reqs = l.reqs
+		}
+		var timer <-chan time.Time
+		if armed {
+			timer = lazy.C
+		}
+		var synced chan error
+		if l.inflight {
+			synced = l.syncRes
+		}
+		select {
+		case r, ok := <-reqs:
+			if ok {
+				add(r)
+			} else {
 				open = false
-				continue
 			}
-			add(r)
-		} else {
-			select {
-			case r, ok := <-l.reqs:
-				if ok {
-					add(r)
-				} else {
-					open = false
-				}
-			case <-lazy.C:
-				armed, flush = false, true
-			}
+		case <-timer:
+			armed, flush = false, true
+		case err := <-synced:
+			l.synced(err)
+			l.startSync()
+			continue
 		}
 	fill:
 		for open && len(batch) < l.maxBatch {
@@ -580,6 +637,9 @@ func (l *Ledger) run() {
 			default:
 				break fill
 			}
+		}
+		if len(batch) == 0 {
+			continue
 		}
 		if !flush && urgent == 0 && open && len(batch) < l.maxBatch {
 			if !armed {
@@ -596,6 +656,7 @@ func (l *Ledger) run() {
 		clear(batch) // drop references so finished requests can be collected
 		batch, urgent = batch[:0], 0
 	}
+	l.syncAll()
 	if l.f != nil {
 		if err := l.f.Close(); err != nil && l.failed == nil {
 			l.closeErr = err
@@ -607,7 +668,8 @@ func (l *Ledger) run() {
 	}
 }
 
-// commit writes batch, rotating between records when the file is full.
+// commit writes batch, rotating between records when the file is full, and
+// starts an fsync of it unless one is in flight (the next one covers it).
 func (l *Ledger) commit(batch []*request) {
 	for len(batch) > 0 {
 		if err := l.writable(); err != nil {
@@ -616,13 +678,13 @@ func (l *Ledger) commit(batch []*request) {
 			}
 			return
 		}
-		seq, prev := l.seq, l.last
+		seq, prev := l.wseq, l.wlast
 		buf := l.buf[:0]
 		n := 0 // requests of batch consumed by this chunk
 		for ; n < len(batch); n++ {
 			r := batch[n]
 			r.rec.Seq, r.rec.Prev = seq+1, prev
-			if used := l.size + int64(len(buf)); used > 0 && used >= l.retryRot &&
+			if used := l.wsize + int64(len(buf)); used > 0 && used >= l.retryRot &&
 				used+int64(lineLen(r.mid, seq+1)+1) > l.maxBytes {
 				break // rotate first; this record opens the next file
 			}
@@ -636,50 +698,118 @@ func (l *Ledger) commit(batch []*request) {
 		chunk := batch[:n]
 		batch = batch[n:]
 		if len(buf) > 0 {
-			if err := l.writeSync(buf, chunk); err != nil {
-				for _, r := range chunk {
-					r.done <- err
-				}
+			if err := l.write(buf, chunk, seq, prev); err != nil {
 				for _, r := range batch {
 					r.done <- err
 				}
 				return
 			}
-			l.seq, l.last = seq, prev
-			l.size += int64(len(buf))
-			l.setHead()
-		}
-		for _, r := range chunk {
-			if r.err == nil {
-				l.records.Add(1)
-			}
-			r.done <- r.err
 		}
 		if len(batch) > 0 {
+			// Everything in the old file must be durable before it is
+			// renamed away.
+			l.syncAll()
+			if l.failed != nil {
+				for _, r := range batch {
+					r.done <- l.failed
+				}
+				return
+			}
 			l.rotate()
 		}
 	}
+	l.startSync()
 }
 
-// writeSync writes buf with one write and one fsync. On failure the ledger
-// enters the failed state; the unacknowledged bytes are cut on recovery.
-func (l *Ledger) writeSync(buf []byte, chunk []*request) error {
+// write appends buf, the lines of chunk, to the file and tells each Write
+// caller its line is in the file. The chunk waits in pending for an fsync.
+// On failure the ledger enters the failed state; recovery cuts everything
+// after the last durable line, so every written record not yet durable
+// fails with chunk.
+func (l *Ledger) write(buf []byte, chunk []*request, seq uint64, last string) error {
 	_, err := l.f.Write(buf)
-	if err == nil {
-		for _, r := range chunk {
-			if r.written != nil && r.err == nil {
-				r.written <- nil
-			}
-		}
-		err = l.f.Sync()
-	}
 	if err != nil {
-		l.unacked = int64(len(buf))
+		l.waitSync() // settle what the in-flight fsync covers first
+		l.unacked = l.wsize - l.size + int64(len(buf))
+		// The failed state is visible before any caller learns of the error.
 		l.fail(fmt.Errorf("ledger %s: write failed, nothing acknowledged: %w", l.path, err))
+		for _, r := range chunk {
+			r.done <- l.failed
+		}
+		l.dropPending(l.failed)
 		return l.failed
 	}
-	l.batches.Add(1)
+	for _, r := range chunk {
+		if r.written != nil {
+			r.written <- nil
+		}
+	}
+	l.wsize += int64(len(buf))
+	l.wseq, l.wlast = seq, last
+	l.pending = append(l.pending, chunk...)
 	return nil
+}
+
+// startSync hands the file to the syncer when records wait for an fsync and
+// none is in flight.
+func (l *Ledger) startSync() {
+	if l.inflight || len(l.pending) == 0 || l.failed != nil {
+		return
+	}
+	l.syncing, l.pending = l.pending, l.syncing[:0]
+	l.target = syncPoint{size: l.wsize, seq: l.wseq, last: l.wlast}
+	l.inflight = true
+	l.syncReq <- l.f
+}
+
+// synced takes the result of the in-flight fsync: on success everything it
+// covers is durable and acknowledged; on failure nothing written since the
+// last good fsync can be trusted (see Append), and all of it fails.
+func (l *Ledger) synced(err error) {
+	l.inflight = false
+	if err != nil {
+		l.unacked = l.wsize - l.size
+		l.fail(fmt.Errorf("ledger %s: fsync failed, nothing since the last good one acknowledged: %w", l.path, err))
+		for _, r := range l.syncing {
+			r.done <- l.failed
+		}
+		clear(l.syncing)
+		l.syncing = l.syncing[:0]
+		l.dropPending(l.failed)
+		return
+	}
+	l.size, l.seq, l.last = l.target.size, l.target.seq, l.target.last
+	l.setHead()
+	l.batches.Add(1)
+	for _, r := range l.syncing {
+		l.records.Add(1)
+		r.done <- nil
+	}
+	clear(l.syncing) // drop references so finished requests can be collected
+	l.syncing = l.syncing[:0]
+}
+
+// waitSync waits for the in-flight fsync, if any.
+func (l *Ledger) waitSync() {
+	if l.inflight {
+		l.synced(<-l.syncRes)
+	}
+}
+
+// syncAll returns once everything written is durable, or the ledger failed.
+func (l *Ledger) syncAll() {
+	l.waitSync()
+	l.startSync()
+	l.waitSync()
+}
+
+// dropPending fails the written records that wait for an fsync.
+func (l *Ledger) dropPending(err error) {
+	for _, r := range l.pending {
+		r.done <- err
+	}
+	clear(l.pending)
+	l.pending = l.pending[:0]
 }
 
 func (l *Ledger) fail(err error) {
@@ -755,6 +885,7 @@ func (l *Ledger) recover() error {
 		}
 	}
 	l.f = f
+	l.wsize, l.wseq, l.wlast = l.size, l.seq, l.last
 	return nil
 }
 
@@ -769,12 +900,12 @@ func (l *Ledger) rotate() {
 	if err := os.Rename(l.path, name); err != nil {
 		// Write at least an eighth of a file more before trying again, so a
 		// rename that keeps failing neither spins nor logs per record.
-		l.retryRot = l.size + max(l.maxBytes/8, 1)
+		l.retryRot = l.wsize + max(l.maxBytes/8, 1)
 		l.log.Error("ledger: rotation failed; still writing to the current file", "path", l.path, "err", err)
 		return
 	}
 	_ = l.f.Close() // fsync'd already; a close error changes nothing on disk
-	l.f, l.size, l.retryRot = nil, 0, 0
+	l.f, l.size, l.wsize, l.retryRot = nil, 0, 0, 0
 	l.rotations.Add(1)
 	f, err := l.open(l.path)
 	if err == nil {

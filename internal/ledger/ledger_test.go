@@ -756,6 +756,98 @@ func TestAppendHonoursContext(t *testing.T) {
 	}
 }
 
+// TestWritePipelinesFsync pins down the writer's pipeline: a record can be
+// written (and so sent to its vendor) while an fsync is in flight, and an
+// fsync acknowledges only what was written before it started.
+func TestWritePipelinesFsync(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.jsonl")
+	f := faults{block: make(chan struct{})} // each send lets one fsync through
+	l := openT(t, path, Options{openFile: f.open(t)})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	wait1, err := l.Write(ctx, testRecord(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first fsync is stuck; the second record is still written.
+	wait2, err := l.Write(ctx, testRecord(2))
+	if err != nil {
+		t.Fatalf("write during an fsync: %v", err)
+	}
+	f.block <- struct{}{} // the first fsync returns
+	if err := wait1(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Record 2 was written after that fsync started: it is not durable
+	// until the next one, which is stuck now.
+	if seq, _ := l.Head(); seq != 1 {
+		t.Fatalf("head after the first fsync = %d, want 1", seq)
+	}
+	f.block <- struct{}{}
+	if err := wait2(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if seq, _ := l.Head(); seq != 2 {
+		t.Fatalf("head after the second fsync = %d, want 2", seq)
+	}
+	close(f.block)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := l.Stats(); st.Records != 2 || st.Batches != 2 {
+		t.Fatalf("stats %+v, want 2 records in 2 fsyncs", st)
+	}
+}
+
+// TestFsyncFailureFailsPending: when an fsync fails, the records written
+// while it was in flight fail too — nothing after the last good fsync is
+// acknowledged — and recovery cuts them off the file.
+func TestFsyncFailureFailsPending(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.jsonl")
+	f := faults{block: make(chan struct{})}
+	l := openT(t, path, Options{openFile: f.open(t), Logger: quietLogger(new(bytes.Buffer))})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	go func() { f.block <- struct{}{} }() // lets record 1's fsync through
+	if err := l.Append(ctx, testRecord(1)); err != nil {
+		t.Fatal(err)
+	}
+	wait2, err := l.Write(ctx, testRecord(2)) // its fsync is stuck
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait3, err := l.Write(ctx, testRecord(3)) // written during that fsync
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.sync.Store(true)
+	f.block <- struct{}{} // the fsync covering record 2 fails
+	if err := wait2(ctx); err == nil {
+		t.Fatal("record 2 acknowledged after a failed fsync")
+	}
+	if err := wait3(ctx); err == nil {
+		t.Fatal("record 3, written after the last good fsync, acknowledged")
+	}
+	f.sync.Store(false)
+	close(f.block)
+	r := testRecord(4)
+	if err := l.Append(ctx, r); err != nil {
+		t.Fatalf("no recovery: %v", err)
+	}
+	if r.Seq != 2 {
+		t.Fatalf("seq after recovery = %d, want 2", r.Seq)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := Query([]string{path}, Filter{})
+	if err != nil || len(recs) != 2 || recs[0].DecisionID != "d-1" || recs[1].DecisionID != "d-4" {
+		t.Fatalf("records on disk %+v %v, want d-1 and d-4", recs, err)
+	}
+}
+
 func TestQuery(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ledger.jsonl")
 	l := openT(t, path, Options{MaxBytes: 3000})
