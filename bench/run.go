@@ -87,6 +87,10 @@ type Cell struct {
 	// pare_policy_decision_duration_seconds.
 	Decisions    float64
 	DecisionMean time.Duration
+	// Pare only: ledger records made durable and fsyncs during the batch
+	// (group commit: fsyncs per record).
+	LedgerRecords, LedgerFsyncs float64
+	FsyncMean                   time.Duration
 }
 
 // Instance is one set of row processes, started fresh for one payload and
@@ -392,9 +396,9 @@ func (r *runner) measure(ctx context.Context, row int, w *Workload) (*Instance, 
 			cl.close()
 			return nil, nil, fmt.Errorf("warm-up: %d of %d requests failed: %s", warm.Errors, warm.Requests, warm.FirstError)
 		}
-		var d0 decisionStats
+		var d0 pareStats
 		if in.admin != "" {
-			d0 = readDecisionStats(ctx, in.admin)
+			d0 = readPareStats(ctx, in.admin)
 		}
 		cpu0, err := cpuOf(in.measured)
 		if err != nil {
@@ -409,14 +413,21 @@ func (r *runner) measure(ctx context.Context, row int, w *Workload) (*Instance, 
 		}
 		c := &Cell{Row: row, Payload: w.Name, Conc: conc, Sample: s, CPUSeconds: cpu1 - cpu0}
 		if in.admin != "" {
-			d1 := readDecisionStats(ctx, in.admin)
+			d1 := readPareStats(ctx, in.admin)
 			if c.Decisions = d1.count - d0.count; c.Decisions > 0 {
 				c.DecisionMean = time.Duration((d1.sum - d0.sum) / c.Decisions * float64(time.Second))
+			}
+			c.LedgerRecords, c.LedgerFsyncs = d1.records-d0.records, d1.fsyncs-d0.fsyncs
+			if n := d1.fsyncCount - d0.fsyncCount; n > 0 {
+				c.FsyncMean = time.Duration((d1.fsyncSum - d0.fsyncSum) / n * float64(time.Second))
 			}
 		}
 		cells = append(cells, c)
 		r.logf("%-22s %-18s c=%-3d n=%-5d %8.0f req/s  p50 %-9s p99 %-9s errors %d",
 			RowName(row), w.Name, conc, n, s.RPS(), fmtDur(s.Quantile(0.5)), fmtDur(s.Quantile(0.99)), s.Errors)
+		if c.LedgerRecords > 0 {
+			r.logf("  ledger: %.0f records, %.2f fsyncs per record, mean fsync %s", c.LedgerRecords, c.LedgerFsyncs/c.LedgerRecords, fmtDur(c.FsyncMean))
+		}
 		if s.Errors > 0 {
 			r.logf("  first error: %s", oneLine(s.FirstError, 300))
 		}
@@ -599,13 +610,12 @@ func BuildOPA(ctx context.Context, repo string, log io.Writer) (string, error) {
 	return out, os.Rename(tmp, out)
 }
 
-// decisionStats are the _count and _sum of Pare's decision histogram, summed
-// over its labels.
-type decisionStats struct{ count, sum float64 }
+// pareStats are the _count and _sum of Pare's decision histogram, summed
+// over its labels, and its ledger's record and fsync counters.
+type pareStats struct{ count, sum, records, fsyncs, fsyncSum, fsyncCount float64 }
 
-// readDecisionStats reads Pare's decision-latency histogram from /metrics
-// (zero when it cannot).
-func readDecisionStats(ctx context.Context, admin string) (d decisionStats) {
+// readPareStats reads them from Pare's /metrics (zero when it cannot).
+func readPareStats(ctx context.Context, admin string) (d pareStats) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -632,6 +642,14 @@ func readDecisionStats(ctx context.Context, admin string) (d decisionStats) {
 			d.sum += v
 		case "pare_policy_decision_duration_seconds_count":
 			d.count += v
+		case "pare_ledger_records_total":
+			d.records = v
+		case "pare_ledger_fsyncs_total":
+			d.fsyncs = v
+		case "pare_ledger_fsync_duration_seconds_sum":
+			d.fsyncSum = v
+		case "pare_ledger_fsync_duration_seconds_count":
+			d.fsyncCount = v
 		}
 	}
 	return d
