@@ -28,6 +28,20 @@ type Sample struct {
 	VendorBytes int64           // body bytes the stub received, summed
 }
 
+// merge adds o, a batch of the same cell, to s: requests, errors and busy
+// time add up, latencies are pooled.
+func (s *Sample) merge(o *Sample) {
+	s.Requests += o.Requests
+	s.Errors += o.Errors
+	if s.FirstError == "" {
+		s.FirstError = o.FirstError
+	}
+	s.Elapsed += o.Elapsed
+	s.Latencies = append(s.Latencies, o.Latencies...)
+	slices.Sort(s.Latencies)
+	s.VendorBytes += o.VendorBytes
+}
+
 // RPS is requests per second over the batch.
 func (s *Sample) RPS() float64 {
 	if s.Elapsed <= 0 {

@@ -91,6 +91,8 @@ type Cell struct {
 	// (group commit: fsyncs per record).
 	LedgerRecords, LedgerFsyncs float64
 	FsyncMean                   time.Duration
+
+	decisionSum, fsyncSum, fsyncCount float64 // accumulated over the cell's turns
 }
 
 // Instance is one set of row processes, started fresh for one payload and
@@ -229,29 +231,14 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 	}
 
 	for i := range ws {
-		w := &ws[i]
-		for _, row := range cfg.Rows {
-			if err := ctx.Err(); err != nil {
-				return res, err
-			}
-			na := r.unsupported(row, w)
-			if na == "" {
-				in, cells, err := r.measure(ctx, row, w)
-				if err != nil {
-					if ctx.Err() != nil {
-						return res, ctx.Err()
-					}
-					na = "failed: " + oneLine(err.Error(), 200)
-					r.logf("%s / %s: %v", RowName(row), w.Name, err)
-				} else {
-					res.Instances = append(res.Instances, in)
-					res.Cells = append(res.Cells, cells...)
-					continue
-				}
-			}
-			for _, c := range cfg.Concurrency {
-				res.Cells = append(res.Cells, &Cell{Row: row, Payload: w.Name, Conc: c, NA: na})
-			}
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		insts, cells, err := r.measurePayload(ctx, &ws[i])
+		res.Instances = append(res.Instances, insts...)
+		res.Cells = append(res.Cells, cells...)
+		if err != nil {
+			return res, err
 		}
 	}
 	for _, c := range res.Cells {
@@ -373,77 +360,185 @@ func (r *runner) requestCount(size, conc int) int {
 	return max(n, conc, 1)
 }
 
-// measure starts a fresh stub and fresh row processes, runs every
-// concurrency against them and reads their peak memory.
-func (r *runner) measure(ctx context.Context, row int, w *Workload) (*Instance, []*Cell, error) {
-	in := &instanceProcs{}
-	defer func() { r.ps.stop(in.all...) }()
-	if err := r.startRow(ctx, row, in); err != nil {
-		return nil, nil, err
+// maxRounds bounds how many turns the rows take per cell (see measurePayload).
+const maxRounds = 5
+
+// rounds splits n requests at concurrency conc into turns of at least 4×conc
+// requests each (at most maxRounds).
+func rounds(n, conc int) []int {
+	k := min(max(n/(4*conc), 1), maxRounds)
+	parts := make([]int, k)
+	for i := range parts {
+		parts[i] = n / k
+		if i < n%k {
+			parts[i]++
+		}
 	}
+	return parts
+}
+
+// rowRun is one row's processes and accumulated cell during measurePayload.
+type rowRun struct {
+	row    int
+	in     *instanceProcs
+	failed string
+	cell   *Cell
+	cl     *client
+}
+
+// measurePayload starts fresh processes for every row that can run w, and
+// measures all rows at each concurrency with the rows taking turns: each
+// cell's requests are sent in up to maxRounds rounds, and in each round every
+// row sends its share, in an order rotated round by round. The load other
+// tenants put on a shared machine drifts over seconds; measuring the rows one
+// after the other let that drift show up as a difference between rows, while
+// taking turns spreads it over all of them alike.
+func (r *runner) measurePayload(ctx context.Context, w *Workload) ([]*Instance, []*Cell, error) {
+	var runs []*rowRun
 	var cells []*Cell
-	for _, conc := range r.cfg.Concurrency {
-		if row == RowOPA && conc*len(w.Body) > opaInFlightLimit {
-			cells = append(cells, &Cell{Row: row, Payload: w.Name, Conc: conc, NA: opaSkip})
+	na := func(row int, why string) {
+		for _, c := range r.cfg.Concurrency {
+			cells = append(cells, &Cell{Row: row, Payload: w.Name, Conc: c, NA: why})
+		}
+	}
+	defer func() {
+		for _, rr := range runs {
+			r.ps.stop(rr.in.all...)
+		}
+	}()
+	for _, row := range r.cfg.Rows {
+		if why := r.unsupported(row, w); why != "" {
+			na(row, why)
 			continue
 		}
+		rr := &rowRun{row: row, in: &instanceProcs{}}
+		runs = append(runs, rr)
+		if err := r.startRow(ctx, row, rr.in); err != nil {
+			if ctx.Err() != nil {
+				return nil, cells, ctx.Err()
+			}
+			rr.failed = "failed: " + oneLine(err.Error(), 200)
+			r.logf("%s / %s: %v", RowName(row), w.Name, err)
+		}
+	}
+	fail := func(rr *rowRun, conc int, err error) {
+		rr.failed = "failed: " + oneLine(err.Error(), 200)
+		r.logf("%s / %s c=%d: %v", RowName(rr.row), w.Name, conc, err)
+		r.ps.stop(rr.in.all...)
+	}
+	for _, conc := range r.cfg.Concurrency {
 		n := r.requestCount(len(w.Body), conc)
-		cl := newClient(in.target, in.stubAddr, r.roots, conc)
-		// Warm-up: open the keep-alive connections and let every process
-		// reach its steady state.
-		warm := cl.run(ctx, w, conc, max(conc, n/10))
-		if warm.Errors > 0 {
-			cl.close()
-			return nil, nil, fmt.Errorf("warm-up: %d of %d requests failed: %s", warm.Errors, warm.Requests, warm.FirstError)
-		}
-		var d0 pareStats
-		if in.admin != "" {
-			d0 = readPareStats(ctx, in.admin)
-		}
-		cpu0, err := cpuOf(in.measured)
-		if err != nil {
-			cl.close()
-			return nil, nil, err
-		}
-		s := cl.run(ctx, w, conc, n)
-		cpu1, err := cpuOf(in.measured)
-		cl.close()
-		if err != nil {
-			return nil, nil, err
-		}
-		c := &Cell{Row: row, Payload: w.Name, Conc: conc, Sample: s, CPUSeconds: cpu1 - cpu0}
-		if in.admin != "" {
-			d1 := readPareStats(ctx, in.admin)
-			if c.Decisions = d1.count - d0.count; c.Decisions > 0 {
-				c.DecisionMean = time.Duration((d1.sum - d0.sum) / c.Decisions * float64(time.Second))
-			}
-			c.LedgerRecords, c.LedgerFsyncs = d1.records-d0.records, d1.fsyncs-d0.fsyncs
-			if n := d1.fsyncCount - d0.fsyncCount; n > 0 {
-				c.FsyncMean = time.Duration((d1.fsyncSum - d0.fsyncSum) / n * float64(time.Second))
+		var active []*rowRun
+		for _, rr := range runs {
+			rr.cell = &Cell{Row: rr.row, Payload: w.Name, Conc: conc}
+			switch {
+			case rr.failed != "":
+				rr.cell.NA = rr.failed
+			case rr.row == RowOPA && conc*len(w.Body) > opaInFlightLimit:
+				rr.cell.NA = opaSkip
+			default:
+				rr.cl = newClient(rr.in.target, rr.in.stubAddr, r.roots, conc)
+				// Warm-up: open the keep-alive connections and let every
+				// process reach its steady state.
+				warm := rr.cl.run(ctx, w, conc, max(conc, n/10))
+				if warm.Errors > 0 {
+					rr.cl.close()
+					fail(rr, conc, fmt.Errorf("warm-up: %d of %d requests failed: %s", warm.Errors, warm.Requests, warm.FirstError))
+					rr.cell.NA = rr.failed
+					continue
+				}
+				rr.cell.Sample = &Sample{}
+				active = append(active, rr)
 			}
 		}
-		cells = append(cells, c)
-		r.logf("%-22s %-18s c=%-3d n=%-5d %8.0f req/s  p50 %-9s p99 %-9s errors %d",
-			RowName(row), w.Name, conc, n, s.RPS(), fmtDur(s.Quantile(0.5)), fmtDur(s.Quantile(0.99)), s.Errors)
-		if c.LedgerRecords > 0 {
-			r.logf("  ledger: %.0f records, %.2f fsyncs per record, mean fsync %s", c.LedgerRecords, c.LedgerFsyncs/c.LedgerRecords, fmtDur(c.FsyncMean))
+		for i, part := range rounds(n, conc) {
+			for j := range active {
+				rr := active[(i+j)%len(active)]
+				if rr.failed != "" {
+					continue
+				}
+				if err := r.turn(ctx, rr, w, conc, part); err != nil {
+					if ctx.Err() != nil {
+						return nil, cells, ctx.Err()
+					}
+					fail(rr, conc, err)
+				}
+			}
 		}
-		if s.Errors > 0 {
-			r.logf("  first error: %s", oneLine(s.FirstError, 300))
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, nil, err
+		for _, rr := range runs {
+			c := rr.cell
+			if c.Sample != nil && rr.failed != "" {
+				c.Sample, c.NA = nil, rr.failed
+			}
+			if rr.cl != nil {
+				rr.cl.close()
+				rr.cl = nil
+			}
+			cells = append(cells, c)
+			if s := c.Sample; s != nil {
+				if c.Decisions > 0 {
+					c.DecisionMean = time.Duration(c.decisionSum / c.Decisions * float64(time.Second))
+				}
+				if c.fsyncCount > 0 {
+					c.FsyncMean = time.Duration(c.fsyncSum / c.fsyncCount * float64(time.Second))
+				}
+				r.logf("%-22s %-18s c=%-3d n=%-5d %8.0f req/s  p50 %-9s p99 %-9s errors %d",
+					RowName(c.Row), w.Name, conc, s.Requests, s.RPS(), fmtDur(s.Quantile(0.5)), fmtDur(s.Quantile(0.99)), s.Errors)
+				if c.LedgerRecords > 0 {
+					r.logf("  ledger: %.0f records, %.2f fsyncs per record, mean fsync %s", c.LedgerRecords, c.LedgerFsyncs/c.LedgerRecords, fmtDur(c.FsyncMean))
+				}
+				if s.Errors > 0 {
+					r.logf("  first error: %s", oneLine(s.FirstError, 300))
+				}
+			}
 		}
 	}
-	inst := &Instance{Row: row, Payload: w.Name}
-	for _, p := range in.measured {
-		kb, err := statusKB(p.pid(), "VmHWM")
-		if err != nil {
-			return nil, nil, err
+	var insts []*Instance
+	for _, rr := range runs {
+		if rr.failed != "" {
+			continue
 		}
-		inst.PeakRSSKB += kb
+		inst := &Instance{Row: rr.row, Payload: w.Name}
+		for _, p := range rr.in.measured {
+			kb, err := statusKB(p.pid(), "VmHWM")
+			if err != nil {
+				return insts, cells, err
+			}
+			inst.PeakRSSKB += kb
+		}
+		insts = append(insts, inst)
 	}
-	return inst, cells, nil
+	return insts, cells, nil
+}
+
+// turn sends one row's share of a round and adds it to the row's cell.
+func (r *runner) turn(ctx context.Context, rr *rowRun, w *Workload, conc, n int) error {
+	var d0 pareStats
+	if rr.in.admin != "" {
+		d0 = readPareStats(ctx, rr.in.admin)
+	}
+	cpu0, err := cpuOf(rr.in.measured)
+	if err != nil {
+		return err
+	}
+	s := rr.cl.run(ctx, w, conc, n)
+	cpu1, err := cpuOf(rr.in.measured)
+	if err != nil {
+		return err
+	}
+	c := rr.cell
+	c.Sample.merge(s)
+	c.CPUSeconds += cpu1 - cpu0
+	if rr.in.admin != "" {
+		d1 := readPareStats(ctx, rr.in.admin)
+		c.Decisions += d1.count - d0.count
+		c.decisionSum += d1.sum - d0.sum
+		c.LedgerRecords += d1.records - d0.records
+		c.LedgerFsyncs += d1.fsyncs - d0.fsyncs
+		c.fsyncSum += d1.fsyncSum - d0.fsyncSum
+		c.fsyncCount += d1.fsyncCount - d0.fsyncCount
+	}
+	return ctx.Err()
 }
 
 // instanceProcs are the processes of one row instance.
