@@ -111,6 +111,46 @@ func TestTransforms(t *testing.T) {
 	}
 }
 
+// TestHMACKeyPerCall: pooled walkers keep their MAC between calls; a call
+// with another key (another vendor) must never hash with the previous one.
+func TestHMACKeyPerCall(t *testing.T) {
+	m, err := Compile(nil, map[string]string{"e": "hmac"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := func(key string) string {
+		mac := hmac.New(sha256.New, []byte(key))
+		mac.Write([]byte("m@x.org"))
+		return `{"e":"` + hex.EncodeToString(mac.Sum(nil)) + `"}`
+	}
+	for i := range 20 {
+		key := []string{"vendor-a key", "vendor-b key", "vendor-a key!"}[i%3]
+		for _, form := range []bool{false, true} {
+			var got string
+			if form {
+				out, _, err := m.Form(nil, []byte("e=m%40x.org"), &Options{HMACKey: []byte(key)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = string(out)
+				mac := hmac.New(sha256.New, []byte(key))
+				mac.Write([]byte("m@x.org"))
+				if w := "e=" + hex.EncodeToString(mac.Sum(nil)); got != w {
+					t.Fatalf("form, key %q: got %s, want %s", key, got, w)
+				}
+				continue
+			}
+			out, _, err := m.JSON(nil, []byte(`{"e":"m@x.org"}`), &Options{HMACKey: []byte(key)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got = string(out); got != want(key) {
+				t.Fatalf("json, key %q: got %s, want %s", key, got, want(key))
+			}
+		}
+	}
+}
+
 func TestTransformSemantics(t *testing.T) {
 	opt := &Options{HMACKey: []byte("k"), Cards: CardsAllow}
 	// The deepest transform wins; fields do not cancel a transform.
@@ -499,5 +539,24 @@ func TestUnknownCardGuardBlocks(t *testing.T) {
 	m, _ := Compile([]string{"a"}, nil)
 	if _, _, err := m.Form(nil, []byte("a=4242424242424242"), &Options{Cards: CardGuard(9)}); !errors.Is(err, ErrCardNumber) {
 		t.Fatalf("form: got %v", err)
+	}
+}
+
+func TestLowerHeader(t *testing.T) {
+	for canon, lower := range commonHeaders {
+		if got := LowerHeader(canon); got != lower || got != strings.ToLower(canon) {
+			t.Errorf("LowerHeader(%q) = %q", canon, got)
+		}
+		if canon != http.CanonicalHeaderKey(canon) {
+			t.Errorf("%q is not in canonical form: the server never hands it over like that", canon)
+		}
+	}
+	for in, want := range map[string]string{"X-Custom-Thing": "x-custom-thing", "already-lower": "already-lower", "WEIRD": "weird"} {
+		if got := LowerHeader(in); got != want {
+			t.Errorf("LowerHeader(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = LowerHeader("Content-Type") }); n != 0 {
+		t.Errorf("LowerHeader of a common header allocates %v times", n)
 	}
 }

@@ -121,7 +121,7 @@ func getFormState(opt *Options) *formState {
 
 func (f *formState) release() {
 	f.opt = nil
-	f.xf = xfState{sum: f.xf.sum}
+	f.xf = xfState{sum: f.xf.sum, mac: f.xf.mac, macKey: f.xf.macKey}
 	f.rep.reset()
 	f.concrete.reset()
 	f.key, f.val, f.segs, f.tmp = f.key[:0], f.val[:0], f.segs[:0], f.tmp[:0]

@@ -25,7 +25,7 @@ var internalHeaderPrefixes = []string{"x-data-", "x-legal-", "x-pare-"}
 func Headers(h map[string][]string, allowed []string) *Report {
 	var kept, removed []string
 	for name := range h {
-		lower := strings.ToLower(name)
+		lower := LowerHeader(name)
 		if headerAllowed(lower, allowed) {
 			kept = append(kept, lower)
 			continue
@@ -37,6 +37,36 @@ func Headers(h map[string][]string, allowed []string) *Report {
 	rep.Kept = sortedUnique(kept)
 	rep.Removed = sortedUnique(removed)
 	return rep
+}
+
+// commonHeaders maps the canonical form of header names most requests carry
+// to their lower case, so that lower-casing them allocates nothing. A fixed
+// set: interning whatever names arrive would let any client grow it.
+var commonHeaders = func() map[string]string {
+	m := map[string]string{}
+	for _, h := range []string{
+		"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control",
+		"Connection", "Content-Encoding", "Content-Length", "Content-Type", "Cookie",
+		"Date", "Expect", "Host", "Idempotency-Key", "If-Match", "If-None-Match",
+		"Origin", "Proxy-Authorization", "Proxy-Connection", "Referer", "Traceparent",
+		"Tracestate", "Transfer-Encoding", "User-Agent", "X-Api-Key", "X-Forwarded-For",
+		"X-Forwarded-Proto", "X-Request-Id", "Stripe-Version", "Stripe-Account",
+		"X-Data-Purpose", "X-Data-Subject", "X-Data-Requester", "X-Data-Gpc",
+		"X-Legal-Basis", "X-Legal-Approver", "X-Pare-Dry-Run",
+	} {
+		m[h] = strings.ToLower(h)
+	}
+	return m
+}()
+
+// LowerHeader returns name in lower case, without allocating for common
+// header names in canonical form (Go's server canonicalises them all) or
+// names already in lower case.
+func LowerHeader(name string) string {
+	if l, ok := commonHeaders[name]; ok {
+		return l
+	}
+	return strings.ToLower(name)
 }
 
 func headerAllowed(lower string, allowed []string) bool {

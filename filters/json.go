@@ -128,7 +128,7 @@ const maxPooledBuf = 1 << 20
 
 func (w *jsonWalker) release() {
 	w.src, w.dst, w.opt = nil, nil, nil
-	w.xf = xfState{sum: w.xf.sum}
+	w.xf = xfState{sum: w.xf.sum, mac: w.xf.mac, macKey: w.xf.macKey}
 	w.rep.reset()
 	w.paths.reset()
 	w.segs, w.keys, w.specs, w.arrays, w.noSkip = w.segs[:0], w.keys[:0], w.specs[:0], 0, false

@@ -1,6 +1,7 @@
 package filters
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -82,7 +83,11 @@ const (
 type xfState struct {
 	key []byte
 	mac hash.Hash
-	sum []byte
+	// macKey is the key mac was made with: a pooled walker keeps its MAC
+	// across calls (hmac.New costs three allocations) and only remakes it
+	// when a call brings another key.
+	macKey []byte
+	sum    []byte
 }
 
 // apply appends the transformed value (unquoted, unescaped) to dst. ok is
@@ -91,8 +96,9 @@ type xfState struct {
 func (t *Transform) apply(dst, v []byte, st *xfState) ([]byte, bool) {
 	switch t.kind {
 	case xfHMAC:
-		if st.mac == nil {
+		if st.mac == nil || !bytes.Equal(st.macKey, st.key) {
 			st.mac = hmac.New(sha256.New, st.key)
+			st.macKey = append(st.macKey[:0], st.key...)
 		}
 		st.mac.Reset()
 		st.mac.Write(v)

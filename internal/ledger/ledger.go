@@ -690,6 +690,8 @@ func (l *Ledger) commit(batch []*request) {
 			}
 			start := len(buf)
 			buf = appendLine(buf, r.mid, seq+1, prev)
+			putMid(r.mid) // copied; nothing reads it again
+			r.mid = nil
 			line := buf[start:]
 			buf = append(buf, '\n')
 			seq, prev = seq+1, hashLine(line)

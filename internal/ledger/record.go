@@ -12,6 +12,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -192,11 +193,26 @@ const (
 )
 
 func encodeMid(r *Record) ([]byte, error) {
-	mid := appendMid(make([]byte, 0, 512), r)
+	mid := appendMid(getMid(), r)
 	if n := lineLen(mid, math.MaxUint64); n > maxLine {
+		putMid(mid)
 		return nil, fmt.Errorf("ledger: record of %d bytes is longer than the %d allowed", n, maxLine)
 	}
 	return mid, nil
+}
+
+// midPool recycles encoded records once the writer has copied them into its
+// batch: two records per proxied request made these buffers (and their
+// regrowth past a first guess) the ledger's largest allocation.
+var midPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+func getMid() []byte { return (*midPool.Get().(*[]byte))[:0] }
+
+func putMid(b []byte) {
+	if cap(b) > 64<<10 {
+		return // a rare huge record does not pin its buffer
+	}
+	midPool.Put(&b)
 }
 
 // encodeMidReflect is encodeMid through encoding/json: the reference the

@@ -186,7 +186,7 @@ func buildInput(r *http.Request, t target, service string) *engine.Input {
 		}
 	}
 	for k, vs := range r.Header {
-		lk := strings.ToLower(k)
+		lk := filters.LowerHeader(k)
 		if credentialHeaders[lk] {
 			in.Headers[lk] = "[present]"
 			continue
@@ -402,7 +402,7 @@ func (p *Proxy) original(r *http.Request, tx *txn, t target, body []byte) outbou
 	h := r.Header.Clone()
 	removeHopByHop(h)
 	for k := range h {
-		lk := strings.ToLower(k)
+		lk := filters.LowerHeader(k)
 		if strings.HasPrefix(lk, "x-data-") || strings.HasPrefix(lk, "x-legal-") || strings.HasPrefix(lk, "x-pare-") {
 			delete(h, k)
 		}
@@ -567,6 +567,13 @@ func (p *Proxy) finish(r *http.Request, tx *txn, outcome string, status int, met
 	if metricOutcome == "forwarded" && tx.in != nil && tx.in.Purpose == "legal" {
 		p.m.legal.WithLabelValues(p.vendorLabel(tx)).Inc()
 	}
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelWarn
+	}
+	if !p.log.Enabled(r.Context(), level) {
+		return // building the attributes costs a dozen allocations per request
+	}
 	attrs := []any{
 		"decision_id", tx.id, "method", r.Method, "outcome", outcome, "status", status,
 		"duration_ms", float64(time.Since(tx.start).Microseconds()) / 1000,
@@ -582,10 +589,6 @@ func (p *Proxy) finish(r *http.Request, tx *txn, outcome string, status int, met
 	}
 	if cause != nil {
 		attrs = append(attrs, "err", cause.Error())
-	}
-	level := slog.LevelInfo
-	if status >= 500 {
-		level = slog.LevelWarn
 	}
 	p.log.Log(r.Context(), level, "egress", attrs...)
 }
