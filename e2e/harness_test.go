@@ -142,6 +142,7 @@ type proxyConfig struct {
 	Args       []string          // more flags
 	NoReady    bool              // do not wait for /readyz (no valid policy expected)
 	NoHMACKey  bool              // run without --hmac-key-file
+	Env        []string          // more environment (KEY=VALUE)
 }
 
 // proxyProc is a running `proxy serve`.
@@ -243,7 +244,7 @@ func startProxy(t testing.TB, c proxyConfig) *proxyProc {
 func launch(t testing.TB, c proxyConfig, args []string) *proxyProc {
 	t.Helper()
 	cmd := exec.Command(proxyBin, args...)
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), c.Env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -321,7 +322,8 @@ func cleanEnv() []string {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch strings.ToLower(k) {
-		case "http_proxy", "https_proxy", "all_proxy", "no_proxy":
+		case "http_proxy", "https_proxy", "all_proxy", "no_proxy",
+			"gogc": // tests of the GC setting choose it themselves
 			continue
 		}
 		env = append(env, kv)

@@ -41,6 +41,19 @@ func TestAdminEndpoints(t *testing.T) {
 		}
 	})
 
+	t.Run("ledger", func(t *testing.T) {
+		// Outcomes ride on later batches; disclosures and refusals are
+		// durable before their answers, so at least those four are counted.
+		if got := metricValue(exposition, "pare_ledger_records_total"); got < 4 {
+			t.Errorf("pare_ledger_records_total = %v, want >= 4", got)
+		}
+		fsyncs := metricValue(exposition, "pare_ledger_fsyncs_total")
+		if fsyncs < 1 || metricValue(exposition, "pare_ledger_fsync_duration_seconds_count") != fsyncs {
+			t.Errorf("pare_ledger_fsyncs_total = %v, fsync histogram count = %v: want equal and >= 1",
+				fsyncs, metricValue(exposition, "pare_ledger_fsync_duration_seconds_count"))
+		}
+	})
+
 	t.Run("requests by vendor, purpose and outcome", func(t *testing.T) {
 		for _, c := range []struct {
 			labels []string
@@ -136,4 +149,28 @@ func TestAdminEndpoints(t *testing.T) {
 		}
 		wantNothingReceived(t, p.Stub)
 	})
+}
+
+// TestGCPercent: Pare runs with its own GC target unless told otherwise by
+// flag, and GOGC in the environment wins over both, as for any Go program.
+func TestGCPercent(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		cfg  proxyConfig
+		want float64
+	}{
+		{"default", proxyConfig{}, 400},
+		{"flag", proxyConfig{Args: []string{"--gc-percent", "250"}}, 250},
+		{"GOGC wins", proxyConfig{Args: []string{"--gc-percent", "250"}, Env: []string{"GOGC=150"}}, 150},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			p := startProxy(t, c.cfg)
+			_, exposition := p.adminGet(t, "/metrics")
+			if got := metricValue(exposition, "go_gc_gogc_percent"); got != c.want {
+				t.Errorf("go_gc_gogc_percent = %v, want %v", got, c.want)
+			}
+		})
+	}
 }

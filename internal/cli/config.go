@@ -41,6 +41,7 @@ type Config struct {
 	UpstreamTimeout   time.Duration `yaml:"upstream_timeout"`
 	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
 	MaxHeaderBytes    ByteSize      `yaml:"max_header_bytes"`
+	GCPercent         int           `yaml:"gc_percent"`
 }
 
 func defaultConfig() Config {
@@ -62,6 +63,7 @@ func defaultConfig() Config {
 		UpstreamTimeout:   30 * time.Second,
 		ShutdownTimeout:   20 * time.Second,
 		MaxHeaderBytes:    64 << 10,
+		GCPercent:         defaultGCPercent,
 	}
 }
 
@@ -102,6 +104,9 @@ func (c *Config) validate() error {
 	}
 	if c.Consents != "" && c.ConsentURL != "" {
 		errs = append(errs, errors.New("consents and consent_url are exclusive"))
+	}
+	if c.GCPercent < 0 {
+		errs = append(errs, fmt.Errorf("gc_percent %d: want 0 (the runtime's default) or more", c.GCPercent))
 	}
 	return errors.Join(errs...)
 }

@@ -40,13 +40,23 @@ func TestConfigFile(t *testing.T) {
 					t.Errorf("admin %q: defaults must survive a file that does not set them", c.Admin)
 				}
 			}},
-		{name: "empty file keeps defaults", yaml: ""},
+		{name: "empty file keeps defaults", yaml: "", check: func(t *testing.T, c Config) {
+			if c.GCPercent != defaultGCPercent {
+				t.Errorf("gc_percent = %d, want the default %d", c.GCPercent, defaultGCPercent)
+			}
+		}},
 		{name: "unknown key", yaml: "listne: x\n", err: "field listne not found"},
 		{name: "bad size", yaml: "max_body: lots\n", err: "line 1"},
 		{name: "admin on the egress port", yaml: "listen: 127.0.0.1:9\nadmin: 127.0.0.1:9\n", err: "admin must not share"},
 		{name: "no ledger", yaml: "ledger: \"\"\n", err: "every disclosure must be recorded"},
 		{name: "two consent sources", yaml: "consents: c.yaml\nconsent_url: http://c\n", err: "exclusive"},
 		{name: "bad log format", yaml: "log_format: xml\n", err: "log_format"},
+		{name: "negative gc_percent", yaml: "gc_percent: -1\n", err: "gc_percent"},
+		{name: "gc_percent", yaml: "gc_percent: 150\n", check: func(t *testing.T, c Config) {
+			if c.GCPercent != 150 {
+				t.Errorf("gc_percent = %d", c.GCPercent)
+			}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
