@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"time"
@@ -109,11 +110,13 @@ func (r *Results) Targets() []Target {
 	}
 	v, ok := r.ThroughputRatio(RowPare, RowReverseProxy, p, c)
 	add(fmt.Sprintf("Pare throughput ≥ 0.8× bare proxy (checkout.json, c=%d)", c), v, ok, func(x float64) bool { return x >= 0.8 })
+	ts[len(ts)-1].Measured += r.roundNote(RowPare, RowReverseProxy, p, c)
 	v, ok = r.AddedRatio(RowPare, RowReverseProxy, p, c, 0.99)
 	add(fmt.Sprintf("Pare added p99 ≤ 1.5× bare proxy's (checkout.json, c=%d)", c), v, ok, func(x float64) bool { return x <= 1.5 })
 	ts[len(ts)-1].Measured += r.addedNote(RowPare, RowReverseProxy, p, c)
 	v, ok = r.ThroughputRatio(RowPare, RowOPA, p, c)
 	add(fmt.Sprintf("Pare throughput ≥ 2.5× OPA pattern (checkout.json, c=%d)", c), v, ok, func(x float64) bool { return x >= 2.5 })
+	ts[len(ts)-1].Measured += r.roundNote(RowPare, RowOPA, p, c)
 	v, ok = r.AddedRatio(RowPare, RowOPA, p, c, 0.99)
 	add(fmt.Sprintf("Pare added p99 ≤ 0.5× OPA pattern's (checkout.json, c=%d)", c), v, ok, func(x float64) bool { return x <= 0.5 })
 	ts[len(ts)-1].Measured += r.addedNote(RowPare, RowOPA, p, c)
@@ -173,6 +176,24 @@ func (r *Results) addedNote(row, other int, payload string, conc int) string {
 		return ""
 	}
 	return fmt.Sprintf(" (+%s ms vs +%s ms)", fmtMs(a), fmtMs(b))
+}
+
+// roundNote gives the range of the per-round throughput ratios of row to
+// other: the run's ratio is over all rounds, the range shows the noise.
+func (r *Results) roundNote(row, other int, payload string, conc int) string {
+	a, b := r.Cell(row, payload, conc), r.Cell(other, payload, conc)
+	if a == nil || b == nil || len(a.RoundRPS) < 2 || len(a.RoundRPS) != len(b.RoundRPS) {
+		return ""
+	}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for i := range a.RoundRPS {
+		if b.RoundRPS[i] <= 0 {
+			return ""
+		}
+		x := a.RoundRPS[i] / b.RoundRPS[i]
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	return fmt.Sprintf(" (rounds %.2f–%.2f)", lo, hi)
 }
 
 func fmtDecision(d time.Duration) string {

@@ -93,6 +93,12 @@ type Cell struct {
 	FsyncMean                   time.Duration
 
 	decisionSum, fsyncSum, fsyncCount float64 // accumulated over the cell's turns
+
+	// RoundRPS is the throughput of each round (see measurePayload). Rows
+	// took turns within a round, so round i of two rows ran under about the
+	// same machine load: the spread of their per-round ratios shows how
+	// much the run's overall ratio owes to noise.
+	RoundRPS []float64
 }
 
 // Instance is one set of row processes, started fresh for one payload and
@@ -347,7 +353,7 @@ func (r *runner) requestCount(size, conc int) int {
 	if !r.cfg.Quick {
 		switch {
 		case size <= 8<<10:
-			n = 5000
+			n = 10000
 		case size <= 128<<10:
 			n = 1000
 		case size <= 2<<20:
@@ -361,7 +367,7 @@ func (r *runner) requestCount(size, conc int) int {
 }
 
 // maxRounds bounds how many turns the rows take per cell (see measurePayload).
-const maxRounds = 5
+const maxRounds = 10
 
 // rounds splits n requests at concurrency conc into turns of at least 4×conc
 // requests each (at most maxRounds).
@@ -528,6 +534,7 @@ func (r *runner) turn(ctx context.Context, rr *rowRun, w *Workload, conc, n int)
 	}
 	c := rr.cell
 	c.Sample.merge(s)
+	c.RoundRPS = append(c.RoundRPS, s.RPS())
 	c.CPUSeconds += cpu1 - cpu0
 	if rr.in.admin != "" {
 		d1 := readPareStats(ctx, rr.in.admin)
