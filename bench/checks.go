@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -223,4 +224,104 @@ func (r *runner) profile(ctx context.Context, w *Workload, seconds int) (string,
 		out.WriteString("\n")
 	}
 	return out.String(), file, nil
+}
+
+// DecisionCheck measures issue 4's "decision cost independent of body size"
+// per request: one Pare process is sent the smallest and the largest attendee
+// array alternately, one at a time, and each request's decision time is read
+// from Pare's histogram right after it (at concurrency 1 the change of
+// _sum is that request's decision). The per-cell means of the main run
+// compare separate processes under separate conditions: after a 10 MiB body
+// has streamed through, caches are cold and the client is still pushing the
+// next body into the socket while Pare decides. Alternating sizes in one
+// process puts both sizes under the same conditions, so what remains is what
+// the body's size itself costs the decision.
+type DecisionCheck struct {
+	Small, Large             string // payload names
+	Pairs                    int
+	SmallMedian, LargeMedian time.Duration
+	Err                      string
+}
+
+// Ratio is the large body's median decision time over the small one's.
+func (d *DecisionCheck) Ratio() float64 {
+	if d == nil || d.SmallMedian <= 0 {
+		return 0
+	}
+	return float64(d.LargeMedian) / float64(d.SmallMedian)
+}
+
+func (r *runner) decisionCheck(ctx context.Context, payloads string) (*DecisionCheck, error) {
+	ws, err := LoadWorkloads(payloads, []int{1 << 10, 10 << 20})
+	if err != nil {
+		return nil, err
+	}
+	var small, large *Workload
+	for i := range ws {
+		switch ws[i].Nominal {
+		case 1 << 10:
+			small = &ws[i]
+		case 10 << 20:
+			large = &ws[i]
+		}
+	}
+	if small == nil || large == nil {
+		return nil, errors.New("no 1 KiB and 10 MiB attendee arrays")
+	}
+	in := &instanceProcs{}
+	defer func() { r.ps.stop(in.all...) }()
+	if err := r.startRow(ctx, RowPare, in); err != nil {
+		return nil, err
+	}
+	d := &DecisionCheck{Small: small.Name, Large: large.Name, Pairs: 30}
+	r.logf("decision check: %d pairs of %s and %s, alternating, through one Pare", d.Pairs, small.Name, large.Name)
+	cl := newClient(in.target, in.stubAddr, r.roots, 1)
+	defer cl.close()
+	one := func(w *Workload) (time.Duration, error) {
+		d0 := readPareStats(ctx, in.admin)
+		if s := cl.run(ctx, w, 1, 1); s.Errors > 0 {
+			return 0, fmt.Errorf("%s: %s", w.Name, s.FirstError)
+		}
+		d1 := readPareStats(ctx, in.admin)
+		if d1.count-d0.count != 1 {
+			return 0, fmt.Errorf("%s: %v decisions counted for one request", w.Name, d1.count-d0.count)
+		}
+		return time.Duration((d1.sum - d0.sum) * float64(time.Second)), nil
+	}
+	for range 3 { // warm-up: connections, decision cache, pooled buffers
+		for _, w := range []*Workload{small, large} {
+			if _, err := one(w); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var smalls, larges []time.Duration
+	for i := range d.Pairs {
+		order := []*Workload{small, large}
+		if i%2 == 1 {
+			order[0], order[1] = large, small
+		}
+		for _, w := range order {
+			t, err := one(w)
+			if err != nil {
+				return nil, err
+			}
+			if w == small {
+				smalls = append(smalls, t)
+			} else {
+				larges = append(larges, t)
+			}
+		}
+	}
+	d.SmallMedian, d.LargeMedian = median(smalls), median(larges)
+	return d, nil
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

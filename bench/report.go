@@ -144,7 +144,19 @@ func (r *Results) Targets() []Target {
 		}
 	}
 	ts = append(ts, lim)
-	// Decision cost is read at c=1, where no queueing for the CPU inflates it.
+	if d := r.Decision; d != nil {
+		dec := Target{What: "decision cost independent of body size (Pare's median decision time, 1 KiB and 10 MiB attendee arrays sent alternately to one process, ≤ 2×)", Measured: "–", Holds: "not measured"}
+		if d.Err != "" {
+			dec.Measured, dec.Holds = "check failed: "+oneLine(d.Err, 120), "**no**"
+		} else {
+			dec.Measured = fmt.Sprintf("%s: %s, %s: %s (%.2f×, %d pairs)", d.Small, fmtDecision(d.SmallMedian),
+				d.Large, fmtDecision(d.LargeMedian), d.Ratio(), d.Pairs)
+			dec.Holds = yes(d.Ratio() <= 2)
+		}
+		return append(ts, dec)
+	}
+	// Without the decision check (quick mode): the per-cell means at c=1,
+	// where no queueing for the CPU inflates them.
 	dec := Target{What: "decision cost independent of body size (Pare's mean decision time at c=1, largest vs smallest attendee array, ≤ 2×)", Measured: "–", Holds: "not measured"}
 	var small, large *Cell
 	for _, cell := range r.Cells {

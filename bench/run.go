@@ -132,6 +132,7 @@ type Results struct {
 	Instances   []*Instance
 	RowNA       map[int]string // rows that did not run at all
 	Memory      *MemoryCheck
+	Decision    *DecisionCheck
 	Limit       *LimitCheck
 	Profile     string // go tool pprof -top of Pare
 	ProfileFile string
@@ -258,6 +259,10 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 			if res.Memory, err = r.memoryCheck(ctx, cfg.PayloadDir); err != nil {
 				r.logf("memory check: %v", err)
 				res.Memory = &MemoryCheck{Err: err.Error()}
+			}
+			if res.Decision, err = r.decisionCheck(ctx, cfg.PayloadDir); err != nil {
+				r.logf("decision check: %v", err)
+				res.Decision = &DecisionCheck{Err: err.Error()}
 			}
 		}
 		if res.Limit, err = r.limitCheck(ctx); err != nil {
