@@ -103,7 +103,8 @@ func (r *Results) Targets() []Target {
 	add := func(what string, v float64, ok bool, holds func(float64) bool) {
 		t := Target{What: what, Holds: "not measured", Measured: "–"}
 		if ok {
-			t.Measured = fmt.Sprintf("%.2f×", v)
+			// Three decimals: at two, 0.797 printed as 0.80 beside "no".
+			t.Measured = fmt.Sprintf("%.3f×", v)
 			t.Holds = yes(holds(v))
 		}
 		ts = append(ts, t)
