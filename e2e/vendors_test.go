@@ -146,6 +146,15 @@ func TestVendorGolden(t *testing.T) {
 				if o.Outcome != "200" {
 					t.Errorf("outcome record %q, want 200", o.Outcome)
 				}
+				// The outcome names its subject and purpose (a search for a
+				// person finds it) but not again what its disclosure says.
+				if o.Subject != d.Subject || o.Purpose != d.Purpose || o.Vendor != d.Vendor {
+					t.Errorf("outcome subject/purpose/vendor %q/%q/%q, disclosure %q/%q/%q",
+						o.Subject, o.Purpose, o.Vendor, d.Subject, d.Purpose, d.Vendor)
+				}
+				if o.Host != "" || o.Path != "" || len(o.Transforms) > 0 || len(o.FieldsSent) > 0 {
+					t.Errorf("outcome record repeats its disclosure: %+v", o)
+				}
 				if d.BytesOut != int64(len(got.Body)) {
 					t.Errorf("ledger bytes_out %d, the vendor received %d", d.BytesOut, len(got.Body))
 				}

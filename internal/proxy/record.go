@@ -10,6 +10,9 @@ import (
 
 // record builds the ledger record of tx. It holds paths, never values.
 func (p *Proxy) record(tx *txn, kind, outcome string, status int) *ledger.Record {
+	if kind == ledger.KindOutcome {
+		return p.outcomeRecord(tx, outcome, status)
+	}
 	rec := &ledger.Record{
 		Kind:       kind,
 		DecisionID: tx.id,
@@ -53,6 +56,37 @@ func (p *Proxy) record(tx *txn, kind, outcome string, status int) *ledger.Record
 			rec.Transformed = appendPrefixed(rec.Transformed, prefix, rep.Transformed)
 			rec.CardsRedacted = appendPrefixed(rec.CardsRedacted, prefix, rep.Cards)
 		}
+	}
+	return rec
+}
+
+// outcomeRecord is the record that follows a disclosure: what became of it.
+// Its decision id links it to the disclosure, which says what left, where
+// and under which transforms; host, method, path, legal basis and transforms
+// are not repeated, so every proxied request encodes one full record, not
+// two. Subject, purpose, vendor, service and revision stay: a search of the
+// raw ledger for a person (or `ledger query`, whose every line names its
+// subject) finds the outcome too, and a line read on its own still says
+// where it belongs.
+func (p *Proxy) outcomeRecord(tx *txn, outcome string, status int) *ledger.Record {
+	rec := &ledger.Record{
+		Kind:       ledger.KindOutcome,
+		DecisionID: tx.id,
+		Outcome:    outcome,
+		Status:     status,
+		BytesIn:    tx.bytesIn,
+		BytesOut:   tx.bytesOut,
+		DryRun:     tx.dryRun,
+		Service:    p.cfg.Service,
+	}
+	if in := tx.in; in != nil {
+		rec.Purpose, rec.Subject = in.Purpose, in.Subject
+	}
+	if tx.policy != nil {
+		rec.Revision = tx.policy.Revision
+	}
+	if tx.decision != nil {
+		rec.Vendor = tx.decision.Vendor
 	}
 	return rec
 }
