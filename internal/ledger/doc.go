@@ -14,13 +14,17 @@
 //
 //   - Durable before ack: [Ledger.Append] returns nil only after the record's
 //     line has been written and fsync'd. The proxy writes a "disclosure"
-//     record before it forwards anything to a vendor, so a request that left
-//     is always on disk, even if the process or the machine dies right after.
-//     The converse is not promised: a record can be on disk for a request the
-//     proxy then did not send (a cancelled context, a crash between the fsync
-//     and the send). The ledger over-reports; it never under-reports.
-//   - Group commit: concurrent appenders are batched by one writer goroutine,
-//     one write and one fsync per batch, so the fsync cost is shared under load.
+//     record with [Ledger.Write] before it forwards anything to a vendor — the
+//     line is in the file, so a process crash (kill -9) after the send loses
+//     nothing — and answers the app only once that line is fsync'd. What a
+//     machine crash can lose is the record of a request sent in the
+//     millisecond before its fsync, whose answer the app never got. A record
+//     can also be on disk for a request the proxy then did not send (a
+//     cancelled context, a crash before the send): the ledger over-reports.
+//   - Group commit: one writer goroutine writes whatever appenders queued with
+//     one write; a syncer goroutine fsyncs meanwhile, each fsync covering every
+//     write made before it started, so under load one fsync serves many
+//     records and no record waits for another's fsync to be written.
 //   - Fail closed: when a write or an fsync fails, Append returns an error (the
 //     proxy answers 503 and sends nothing) and the ledger stays failed until a
 //     retry can re-establish a known state on disk. See [Ledger.Append].

@@ -32,7 +32,8 @@ type Options struct {
 	// MaxBytes rotates the file before a record would take it past this
 	// size. Default DefaultMaxBytes.
 	MaxBytes int64
-	// MaxBatch bounds how many records share one write and one fsync.
+	// MaxBatch bounds how many records share one write (an fsync covers
+	// every write made before it started).
 	// Default DefaultMaxBatch.
 	MaxBatch int
 	// Logger receives the events an operator must see: a torn tail removed
@@ -70,7 +71,7 @@ func openLedgerFile(name string) (file, error) {
 // Stats are counters for the proxy's metrics. All are totals since Open.
 type Stats struct {
 	Records     uint64 // records acknowledged (durable)
-	Batches     uint64 // successful write+fsync rounds; Batches/Records is fsyncs per record
+	Batches     uint64 // successful fsyncs; Batches/Records is fsyncs per record
 	WriteErrors uint64 // failed writes, fsyncs and recoveries
 	Rotations   uint64
 	TornTails   uint64 // torn last lines removed by Open
