@@ -18,13 +18,18 @@
 //     line is in the file, so a process crash (kill -9) after the send loses
 //     nothing — and answers the app only once that line is fsync'd. What a
 //     machine crash can lose is the record of a request sent in the
-//     millisecond before its fsync, whose answer the app never got. A record
-//     can also be on disk for a request the proxy then did not send (a
-//     cancelled context, a crash before the send): the ledger over-reports.
+//     millisecond before its fsync, whose answer the app never got. When a
+//     write or fsync fails, recovery cuts the file back to its last durable
+//     line, and the records it cut — written, so perhaps already sent — are
+//     written again after it (up to three times) before they are failed. A
+//     record can also be on disk for a request the proxy then did not send
+//     (a cancelled context, a crash before the send, a Close in the failed
+//     state): the ledger over-reports; it must not under-report.
 //   - Group commit: one writer goroutine writes whatever appenders queued with
 //     one write; a syncer goroutine fsyncs meanwhile, each fsync covering every
 //     write made before it started, so under load one fsync serves many
-//     records and no record waits for another's fsync to be written.
+//     records and a record is written without waiting for another's fsync
+//     (except across a rotation or a failure, which wait for the disk).
 //   - Fail closed: when a write or an fsync fails, Append returns an error (the
 //     proxy answers 503 and sends nothing) and the ledger stays failed until a
 //     retry can re-establish a known state on disk. See [Ledger.Append].

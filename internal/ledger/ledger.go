@@ -114,6 +114,7 @@ type Ledger struct {
 	wseq     uint64
 	wlast    string
 	pending  []*request // written, waiting for the next fsync
+	retry    []*request // written, then cut by a recovery: to write again
 	syncing  []*request // covered by the fsync in flight
 	target   syncPoint  // what the fsync in flight makes durable
 	inflight bool
@@ -146,8 +147,10 @@ type request struct {
 	lazy bool   // submitted: need not be durable before the next batch
 	// written, when set, learns when the line is in the file, before the
 	// fsync (see Write).
-	written chan error
-	done    chan error // buffered: the writer never blocks on an appender that gave up
+	written  chan error
+	tries    int        // times the record was written and then cut by a recovery (writer-owned)
+	reported bool       // written was sent (writer-owned)
+	done     chan error // buffered: the writer never blocks on an appender that gave up
 }
 
 // Open opens (creating if needed) the ledger at path and continues its chain:
@@ -418,8 +421,13 @@ func (l *Ledger) Append(ctx context.Context, r *Record) error {
 // durable. It lets a caller overlap the fsync with other work: the proxy
 // writes the disclosure record before the request goes to the vendor and
 // waits for durability only before it answers the app, so the fsync runs
-// while the vendor answers. An error from Write means the record is not in
-// the file; an error from wait means it may not survive a crash.
+// while the vendor answers. An error from Write means: do not send (the
+// record may still be in the file — the ledger may over-report, never
+// under-report). An error from wait means the record could not be made
+// durable: if a write or fsync fails after Write returned, the writer
+// recovers the file and writes the record again (up to maxWriteTries
+// times), because its request may already have left; wait reports the end
+// of that. wait may be called again after a ctx error.
 func (l *Ledger) Write(ctx context.Context, r *Record) (wait func(context.Context) error, err error) {
 	req, err := l.newRequest(r)
 	if err != nil {
@@ -448,19 +456,29 @@ func (l *Ledger) Write(ctx context.Context, r *Record) (wait func(context.Contex
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	var once sync.Once
-	var werr error
+	var (
+		mu   sync.Mutex
+		got  bool
+		werr error
+	)
 	return func(ctx context.Context) error {
-		once.Do(func() {
-			select {
-			case werr = <-req.done:
-			case <-ctx.Done():
-				werr = ctx.Err()
-			}
-		})
-		return werr
+		mu.Lock()
+		defer mu.Unlock()
+		if got {
+			return werr
+		}
+		select {
+		case werr = <-req.done:
+			got = true
+			return werr
+		case <-ctx.Done():
+			return ctx.Err() // not kept: a later call may still see the result
+		}
 	}, nil
 }
+
+// lazyDelay bounds how long a submitted record waits for a batch to share.
+const lazyDelay = 50 * time.Millisecond
 
 // Submit hands r to the writer without waiting for it to be durable: for
 // records whose loss in a crash costs no promise, such as the outcome that
@@ -468,9 +486,6 @@ func (l *Ledger) Write(ctx context.Context, r *Record) (wait func(context.Contex
 // queue is full. Errors (a record it refuses, a closed ledger) are returned
 // at once; write failures show in [Ledger.Stats] and [Ledger.Err]. Close
 // still writes and fsyncs every submitted record.
-// lazyDelay bounds how long a submitted record waits for a batch to share.
-const lazyDelay = 50 * time.Millisecond
-
 func (l *Ledger) Submit(r *Record) error {
 	req, err := l.newRequest(r)
 	if err != nil {
@@ -598,7 +613,15 @@ func (l *Ledger) run() {
 			urgent++
 		}
 	}
-	for open || len(batch) > 0 || l.inflight {
+	for open || len(batch) > 0 || l.inflight || len(l.retry) > 0 {
+		if len(l.retry) > 0 {
+			// Before anything else: recover the file and write again what
+			// a failure cut (commit recovers first, see writable).
+			rb := l.retry
+			l.retry = nil
+			l.commit(rb)
+			continue
+		}
 		flush := false
 		var reqs chan *request
 		if open {
@@ -658,6 +681,12 @@ func (l *Ledger) run() {
 		batch, urgent = batch[:0], 0
 	}
 	l.syncAll()
+	for len(l.retry) > 0 { // the last fsync failed: recover and try again
+		rb := l.retry
+		l.retry = nil
+		l.commit(rb)
+		l.syncAll()
+	}
 	if l.f != nil {
 		if err := l.f.Close(); err != nil && l.failed == nil {
 			l.closeErr = err
@@ -736,15 +765,19 @@ func (l *Ledger) write(buf []byte, chunk []*request, seq uint64, last string) er
 		l.unacked = l.wsize - l.size + int64(len(buf))
 		// The failed state is visible before any caller learns of the error.
 		l.fail(fmt.Errorf("ledger %s: write failed, nothing acknowledged: %w", l.path, err))
+		// chunk was never reported written: its callers send nothing.
 		for _, r := range chunk {
 			r.done <- l.failed
 		}
-		l.dropPending(l.failed)
+		l.lose(l.pending)
+		clear(l.pending)
+		l.pending = l.pending[:0]
 		return l.failed
 	}
 	for _, r := range chunk {
-		if r.written != nil {
+		if r.written != nil && !r.reported {
 			r.written <- nil
+			r.reported = true // once: a rewritten record is not reported again
 		}
 	}
 	l.wsize += int64(len(buf))
@@ -773,12 +806,12 @@ func (l *Ledger) synced(err error) {
 	if err != nil {
 		l.unacked = l.wsize - l.size
 		l.fail(fmt.Errorf("ledger %s: fsync failed, nothing since the last good one acknowledged: %w", l.path, err))
-		for _, r := range l.syncing {
-			r.done <- l.failed
-		}
+		l.lose(l.syncing)
+		l.lose(l.pending)
 		clear(l.syncing)
 		l.syncing = l.syncing[:0]
-		l.dropPending(l.failed)
+		clear(l.pending)
+		l.pending = l.pending[:0]
 		return
 	}
 	l.size, l.seq, l.last = l.target.size, l.target.seq, l.target.last
@@ -806,14 +839,30 @@ func (l *Ledger) syncAll() {
 	l.waitSync()
 }
 
-// dropPending fails the written records that wait for an fsync.
-func (l *Ledger) dropPending(err error) {
-	for _, r := range l.pending {
-		r.done <- err
+// lose takes records that were written but whose bytes recovery will cut
+// (a write or fsync failed after them). A Write caller may already have sent
+// its request to the vendor, so failing the record would leave a disclosure
+// unrecorded: each is written again once the file is recovered (see run),
+// and acknowledged or failed then. A record lost maxWriteTries times fails.
+func (l *Ledger) lose(rs []*request) {
+	for _, r := range rs {
+		r.tries++
+		if r.tries >= maxWriteTries {
+			r.done <- l.failed
+			continue
+		}
+		mid, err := encodeMid(&r.rec)
+		if err != nil { // it encoded before; cannot happen, but never drop silently
+			r.done <- err
+			continue
+		}
+		r.mid = mid
+		l.retry = append(l.retry, r)
 	}
-	clear(l.pending)
-	l.pending = l.pending[:0]
 }
+
+// maxWriteTries bounds how often one record is written after failures.
+const maxWriteTries = 3
 
 func (l *Ledger) fail(err error) {
 	l.writeErrs.Add(1)

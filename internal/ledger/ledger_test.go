@@ -524,11 +524,12 @@ func TestConcurrentAppends(t *testing.T) {
 
 // faults injects failures under the writer through Options.openFile.
 type faults struct {
-	write, sync atomic.Bool
-	devFull     atomic.Bool   // send writes to /dev/full (ENOSPC)
-	block       chan struct{} // if set, Sync waits on it
-	opens       atomic.Int32
-	failOpen    atomic.Bool
+	write, sync  atomic.Bool
+	syncFailOnce atomic.Bool   // the next Sync fails, later ones succeed
+	devFull      atomic.Bool   // send writes to /dev/full (ENOSPC)
+	block        chan struct{} // if set, Sync waits on it
+	opens        atomic.Int32
+	failOpen     atomic.Bool
 }
 
 type faultyFile struct {
@@ -553,7 +554,7 @@ func (ff *faultyFile) Sync() error {
 	if ff.f.block != nil {
 		<-ff.f.block
 	}
-	if ff.f.sync.Load() {
+	if ff.f.sync.Load() || ff.f.syncFailOnce.CompareAndSwap(true, false) {
 		return syscall.EIO
 	}
 	return ff.File.Sync()
@@ -800,13 +801,15 @@ func TestWritePipelinesFsync(t *testing.T) {
 	}
 }
 
-// TestFsyncFailureFailsPending: when an fsync fails, the records written
-// while it was in flight fail too — nothing after the last good fsync is
-// acknowledged — and recovery cuts them off the file.
-func TestFsyncFailureFailsPending(t *testing.T) {
+// TestFsyncFailureRewritesLost: when an fsync fails, the records written
+// before it (its own and those written while it ran) may have left already —
+// Write returned, the proxy sent — so after recovery cuts them off the file
+// they are written again and acknowledged once durable, each exactly once.
+func TestFsyncFailureRewritesLost(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ledger.jsonl")
 	f := faults{block: make(chan struct{})}
-	l := openT(t, path, Options{openFile: f.open(t), Logger: quietLogger(new(bytes.Buffer))})
+	var logs bytes.Buffer
+	l := openT(t, path, Options{openFile: f.open(t), Logger: quietLogger(&logs)})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -822,16 +825,58 @@ func TestFsyncFailureFailsPending(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.sync.Store(true)
-	f.block <- struct{}{} // the fsync covering record 2 fails
-	if err := wait2(ctx); err == nil {
-		t.Fatal("record 2 acknowledged after a failed fsync")
+	f.syncFailOnce.Store(true)
+	close(f.block) // the stuck fsync fails; the disk works again after it
+	if err := wait2(ctx); err != nil {
+		t.Fatalf("record 2 after recovery: %v", err)
 	}
-	if err := wait3(ctx); err == nil {
-		t.Fatal("record 3, written after the last good fsync, acknowledged")
+	if err := wait3(ctx); err != nil {
+		t.Fatalf("record 3 after recovery: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := Query([]string{path}, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range recs {
+		ids = append(ids, r.DecisionID)
+	}
+	if fmt.Sprint(ids) != "[d-1 d-2 d-3]" {
+		t.Fatalf("records on disk %v, want d-1 d-2 d-3 once each", ids)
+	}
+	if res := mustVerify(t, path); res.Records != 3 {
+		t.Fatalf("verify: %d records", res.Records)
+	}
+	if st := l.Stats(); st.Records != 3 || st.WriteErrors == 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestFsyncFailureFailsLost: when the disk stays broken, recovery fails and
+// the records written since the last good fsync fail — nothing after it is
+// acknowledged — and a later recovery cuts them off the file.
+func TestFsyncFailureFailsLost(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.jsonl")
+	var f faults
+	l := openT(t, path, Options{openFile: f.open(t), Logger: quietLogger(new(bytes.Buffer))})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	if err := l.Append(ctx, testRecord(1)); err != nil {
+		t.Fatal(err)
+	}
+	f.sync.Store(true)
+	wait2, err := l.Write(ctx, testRecord(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wait2(ctx); err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("record 2 while every fsync fails: %v, want the write error", err)
 	}
 	f.sync.Store(false)
-	close(f.block)
 	r := testRecord(4)
 	if err := l.Append(ctx, r); err != nil {
 		t.Fatalf("no recovery: %v", err)

@@ -507,6 +507,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, tx *txn, out out
 			resp.Body.Close()
 		}
 		p.m.ledgerErrors.Inc()
+		// The request may have reached the vendor: this log line is the
+		// record of last resort an operator reconciles the ledger with.
+		p.log.Error("ledger: a disclosure may have left without a durable record",
+			"decision_id", tx.id, "vendor", vendor, "host", tx.in.Host, "path", tx.in.Path,
+			"purpose", tx.in.Purpose, "err", derr)
 		p.refuseCode(w, r, tx, engine.CodeLedgerError, "the disclosure record could not be made durable, so the vendor's answer is withheld", derr)
 		return
 	}
