@@ -23,7 +23,8 @@ var internalHeaderPrefixes = []string{"x-data-", "x-legal-", "x-pare-"}
 // sorted, since a map has no document order; header values are not
 // card-scanned.
 func Headers(h map[string][]string, allowed []string) *Report {
-	var kept, removed []string
+	kept := make([]string, 0, len(h))
+	var removed []string
 	for name := range h {
 		lower := LowerHeader(name)
 		if headerAllowed(lower, allowed) {

@@ -655,6 +655,6 @@ func removeHopByHop(h http.Header) {
 		}
 	}
 	for _, k := range hopByHop {
-		h.Del(k)
+		delete(h, k) // already canonical: Del would canonicalise each again
 	}
 }

@@ -109,3 +109,21 @@ func TestMetricsLint(t *testing.T) {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
 }
+
+// removeHopByHop deletes the map keys directly, which works only if they
+// are in canonical form, as net/http stores them.
+func TestHopByHopNamesAreCanonical(t *testing.T) {
+	for _, k := range hopByHop {
+		if k != http.CanonicalHeaderKey(k) {
+			t.Errorf("%q is not canonical (%q): removeHopByHop would leave it in place", k, http.CanonicalHeaderKey(k))
+		}
+	}
+	h := http.Header{}
+	h.Set("te", "trailers")
+	h.Set("keep-alive", "timeout=5")
+	h.Set("Authorization", "Bearer x")
+	removeHopByHop(h)
+	if len(h) != 1 || h.Get("Authorization") == "" {
+		t.Errorf("after removeHopByHop: %v", h)
+	}
+}
