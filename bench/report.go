@@ -114,7 +114,7 @@ func (r *Results) Targets() []Target {
 	ts[len(ts)-1].Measured += r.roundNote(RowPare, RowReverseProxy, p, c)
 	v, ok = r.AddedRatio(RowPare, RowReverseProxy, p, c, 0.99)
 	add(fmt.Sprintf("Pare added p99 ≤ 1.5× bare proxy's (checkout.json, c=%d)", c), v, ok, func(x float64) bool { return x <= 1.5 })
-	ts[len(ts)-1].Measured += r.addedNote(RowPare, RowReverseProxy, p, c)
+	ts[len(ts)-1].Measured += r.addedNote(RowPare, RowReverseProxy, p, c) + r.roundAddedNote(RowPare, RowReverseProxy, p, c)
 	v, ok = r.ThroughputRatio(RowPare, RowOPA, p, c)
 	add(fmt.Sprintf("Pare throughput ≥ 2.5× OPA pattern (checkout.json, c=%d)", c), v, ok, func(x float64) bool { return x >= 2.5 })
 	ts[len(ts)-1].Measured += r.roundNote(RowPare, RowOPA, p, c)
@@ -205,6 +205,29 @@ func (r *Results) roundNote(row, other int, payload string, conc int) string {
 		}
 		x := a.RoundRPS[i] / b.RoundRPS[i]
 		lo, hi = min(lo, x), max(hi, x)
+	}
+	return fmt.Sprintf(" (rounds %.2f–%.2f)", lo, hi)
+}
+
+// roundAddedNote gives the range of the per-round added-p99 ratios of row
+// to other (rounds where other added nothing measurable are left out).
+func (r *Results) roundAddedNote(row, other int, payload string, conc int) string {
+	a, b, f := r.Cell(row, payload, conc), r.Cell(other, payload, conc), r.Cell(RowFloor, payload, conc)
+	if a == nil || b == nil || f == nil || len(a.RoundP99) < 2 ||
+		len(b.RoundP99) != len(a.RoundP99) || len(f.RoundP99) != len(a.RoundP99) {
+		return ""
+	}
+	lo, hi, n := math.Inf(1), math.Inf(-1), 0
+	for i := range a.RoundP99 {
+		den := ms(b.RoundP99[i]) - ms(f.RoundP99[i])
+		if den <= 0.01 {
+			continue
+		}
+		x := (ms(a.RoundP99[i]) - ms(f.RoundP99[i])) / den
+		lo, hi, n = min(lo, x), max(hi, x), n+1
+	}
+	if n < 2 {
+		return ""
 	}
 	return fmt.Sprintf(" (rounds %.2f–%.2f)", lo, hi)
 }

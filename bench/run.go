@@ -99,6 +99,8 @@ type Cell struct {
 	// same machine load: the spread of their per-round ratios shows how
 	// much the run's overall ratio owes to noise.
 	RoundRPS []float64
+	// RoundP99 is the p99 latency of each round, for the same purpose.
+	RoundP99 []time.Duration
 }
 
 // Instance is one set of row processes, started fresh for one payload and
@@ -540,6 +542,7 @@ func (r *runner) turn(ctx context.Context, rr *rowRun, w *Workload, conc, n int)
 	c := rr.cell
 	c.Sample.merge(s)
 	c.RoundRPS = append(c.RoundRPS, s.RPS())
+	c.RoundP99 = append(c.RoundP99, s.Quantile(0.99))
 	c.CPUSeconds += cpu1 - cpu0
 	if rr.in.admin != "" {
 		d1 := readPareStats(ctx, rr.in.admin)
