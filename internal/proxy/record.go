@@ -9,10 +9,16 @@ import (
 )
 
 // record builds the ledger record of tx. It holds paths, never values.
+//
+// An outcome record (what became of a disclosure) carries only what every
+// record carries: its decision id links it to the disclosure, which says
+// what left, where and under which transforms, so host, method, path, legal
+// basis and transforms are not repeated and every proxied request encodes
+// one full record, not two. Subject, purpose, vendor, service and revision
+// stay: a search of the raw ledger for a person (or `ledger query`, whose
+// every line names its subject) finds the outcome too, and a line read on
+// its own still says where it belongs.
 func (p *Proxy) record(tx *txn, kind, outcome string, status int) *ledger.Record {
-	if kind == ledger.KindOutcome {
-		return p.outcomeRecord(tx, outcome, status)
-	}
 	rec := &ledger.Record{
 		Kind:       kind,
 		DecisionID: tx.id,
@@ -24,15 +30,23 @@ func (p *Proxy) record(tx *txn, kind, outcome string, status int) *ledger.Record
 		Service:    p.cfg.Service,
 	}
 	if in := tx.in; in != nil {
-		rec.Host, rec.Method, rec.Path = in.Host, in.Method, in.Path
 		rec.Purpose, rec.Subject = in.Purpose, in.Subject
-		rec.LegalBasis, rec.Requester, rec.Approver = in.LegalBasis, in.Requester, in.Approver
 	}
 	if tx.policy != nil {
 		rec.Revision = tx.policy.Revision
 	}
-	if d := tx.decision; d != nil {
+	d := tx.decision
+	if d != nil {
 		rec.Vendor = d.Vendor
+	}
+	if kind == ledger.KindOutcome {
+		return rec
+	}
+	if in := tx.in; in != nil {
+		rec.Host, rec.Method, rec.Path = in.Host, in.Method, in.Path
+		rec.LegalBasis, rec.Requester, rec.Approver = in.LegalBasis, in.Requester, in.Approver
+	}
+	if d != nil {
 		if tx.policy != nil && kind == ledger.KindDisclosure {
 			if c := tx.policy.Contracts[d.Vendor]; c != nil && c.Name != "" {
 				rec.Recipient = c.Name
@@ -56,37 +70,6 @@ func (p *Proxy) record(tx *txn, kind, outcome string, status int) *ledger.Record
 			rec.Transformed = appendPrefixed(rec.Transformed, prefix, rep.Transformed)
 			rec.CardsRedacted = appendPrefixed(rec.CardsRedacted, prefix, rep.Cards)
 		}
-	}
-	return rec
-}
-
-// outcomeRecord is the record that follows a disclosure: what became of it.
-// Its decision id links it to the disclosure, which says what left, where
-// and under which transforms; host, method, path, legal basis and transforms
-// are not repeated, so every proxied request encodes one full record, not
-// two. Subject, purpose, vendor, service and revision stay: a search of the
-// raw ledger for a person (or `ledger query`, whose every line names its
-// subject) finds the outcome too, and a line read on its own still says
-// where it belongs.
-func (p *Proxy) outcomeRecord(tx *txn, outcome string, status int) *ledger.Record {
-	rec := &ledger.Record{
-		Kind:       ledger.KindOutcome,
-		DecisionID: tx.id,
-		Outcome:    outcome,
-		Status:     status,
-		BytesIn:    tx.bytesIn,
-		BytesOut:   tx.bytesOut,
-		DryRun:     tx.dryRun,
-		Service:    p.cfg.Service,
-	}
-	if in := tx.in; in != nil {
-		rec.Purpose, rec.Subject = in.Purpose, in.Subject
-	}
-	if tx.policy != nil {
-		rec.Revision = tx.policy.Revision
-	}
-	if tx.decision != nil {
-		rec.Vendor = tx.decision.Vendor
 	}
 	return rec
 }
