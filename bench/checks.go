@@ -313,15 +313,10 @@ func (r *runner) decisionCheck(ctx context.Context, payloads string) (*DecisionC
 			}
 		}
 	}
+	median := func(ds []time.Duration) time.Duration {
+		slices.Sort(ds)
+		return (&Sample{Latencies: ds}).Quantile(0.5)
+	}
 	d.SmallMedian, d.LargeMedian = median(smalls), median(larges)
 	return d, nil
-}
-
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }

@@ -29,7 +29,8 @@ type Sample struct {
 }
 
 // merge adds o, a batch of the same cell, to s: requests, errors and busy
-// time add up, latencies are pooled.
+// time add up, latencies are pooled (unsorted: the caller sorts once, after
+// the last batch).
 func (s *Sample) merge(o *Sample) {
 	s.Requests += o.Requests
 	s.Errors += o.Errors
@@ -38,7 +39,6 @@ func (s *Sample) merge(o *Sample) {
 	}
 	s.Elapsed += o.Elapsed
 	s.Latencies = append(s.Latencies, o.Latencies...)
-	slices.Sort(s.Latencies)
 	s.VendorBytes += o.VendorBytes
 }
 

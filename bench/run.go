@@ -483,6 +483,9 @@ func (r *runner) measurePayload(ctx context.Context, w *Workload) ([]*Instance, 
 			if c.Sample != nil && rr.failed != "" {
 				c.Sample, c.NA = nil, rr.failed
 			}
+			if c.Sample != nil {
+				slices.Sort(c.Sample.Latencies) // merged unsorted, round by round
+			}
 			if rr.cl != nil {
 				rr.cl.close()
 				rr.cl = nil
