@@ -76,7 +76,7 @@ func TestRegoFormatted(t *testing.T) {
 			continue
 		}
 		if !bytes.Equal(got, src) {
-			t.Errorf("%s is not formatted: run `go run github.com/open-policy-agent/opa fmt -w policies/`", f)
+			t.Errorf("%s is not formatted: run `go tool opa fmt -w policies/`", f)
 		}
 	}
 }
