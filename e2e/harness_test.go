@@ -63,6 +63,9 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(goClientEnv) == "1" {
+		os.Exit(goClientMain()) // this binary, run as a plain Go HTTPS client (clients_test.go)
+	}
 	flag.Parse()
 	os.Exit(runMain(m))
 }
@@ -147,11 +150,13 @@ type proxyConfig struct {
 
 // proxyProc is a running `proxy serve`.
 type proxyProc struct {
-	t      testing.TB
-	Egress string // host:port of the egress listener
-	Admin  string // host:port of the admin listener
-	Ledger string
-	Stub   *vendorstub.Stub
+	t           testing.TB
+	Egress      string // host:port of the egress listener
+	Admin       string // host:port of the admin listener
+	Transparent string // host:port of the transparent TLS listener, if any
+	Ledger      string
+	StateDir    string // --state-dir: the drop-in CA lives here
+	Stub        *vendorstub.Stub
 
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -198,7 +203,8 @@ func startProxy(t testing.TB, c proxyConfig) *proxyProc {
 	if c.Ledger == "" {
 		c.Ledger = filepath.Join(dir, "ledger.jsonl")
 	}
-	args := []string{"serve",
+	stateDir := filepath.Join(dir, "state")
+	args := []string{"serve", "--state-dir", stateDir,
 		// The admin listener is on "localhost:0", not "127.0.0.1:0": serve
 		// refuses two identical addresses even when both are port 0 (see
 		// TestServeBothListenersOnPortZero).
@@ -238,8 +244,13 @@ func startProxy(t testing.TB, c proxyConfig) *proxyProc {
 		args = append(args, "--resolve", h+":443:"+addr)
 	}
 	args = append(args, c.Args...)
-	return launch(t, c, args)
+	p := launch(t, c, args)
+	p.StateDir = stateDir
+	return p
 }
+
+// CAFile is the drop-in CA certificate apps must trust.
+func (p *proxyProc) CAFile() string { return filepath.Join(p.StateDir, "ca.crt") }
 
 func launch(t testing.TB, c proxyConfig, args []string) *proxyProc {
 	t.Helper()
@@ -253,7 +264,7 @@ func launch(t testing.TB, c proxyConfig, args []string) *proxyProc {
 		t.Fatalf("start proxy: %v", err)
 	}
 	p := &proxyProc{t: t, Ledger: c.Ledger, Stub: c.Stub, cmd: cmd, exited: make(chan struct{}), logs: &lineLog{}}
-	listening := make(chan [2]string, 1)
+	listening := make(chan [3]string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -261,13 +272,14 @@ func launch(t testing.TB, c proxyConfig, args []string) *proxyProc {
 			line := sc.Text()
 			p.logs.add(line)
 			var m struct {
-				Msg    string `json:"msg"`
-				Egress string `json:"egress"`
-				Admin  string `json:"admin"`
+				Msg         string `json:"msg"`
+				Egress      string `json:"egress"`
+				Admin       string `json:"admin"`
+				Transparent string `json:"transparent"`
 			}
 			if json.Unmarshal([]byte(line), &m) == nil && m.Msg == "pare listening" {
 				select {
-				case listening <- [2]string{m.Egress, m.Admin}:
+				case listening <- [3]string{m.Egress, m.Admin, m.Transparent}:
 				default:
 				}
 			}
@@ -285,7 +297,7 @@ func launch(t testing.TB, c proxyConfig, args []string) *proxyProc {
 
 	select {
 	case addrs := <-listening:
-		p.Egress, p.Admin = addrs[0], addrs[1]
+		p.Egress, p.Admin, p.Transparent = addrs[0], addrs[1], addrs[2]
 	case <-p.exited:
 		t.Fatalf("proxy exited before listening: %v\n%s", p.err, p.logs)
 	case <-time.After(20 * time.Second):
@@ -322,7 +334,8 @@ func cleanEnv() []string {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch strings.ToLower(k) {
-		case "http_proxy", "https_proxy", "all_proxy", "no_proxy",
+		case "http_proxy", "https_proxy", "all_proxy", "no_proxy", "ssl_cert_file", "node_extra_ca_certs",
+			strings.ToLower(goClientEnv),
 			"gogc": // tests of the GC setting choose it themselves
 			continue
 		}

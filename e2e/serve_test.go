@@ -42,7 +42,7 @@ func TestServeBothListenersOnPortZero(t *testing.T) {
 	t.Parallel()
 	stub := startStub(t)
 	led := filepath.Join(t.TempDir(), "ledger.jsonl")
-	p := launch(t, proxyConfig{Stub: stub, Ledger: led}, []string{"serve",
+	p := launch(t, proxyConfig{Stub: stub, Ledger: led}, []string{"serve", "--state-dir", t.TempDir(),
 		"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json",
 		"--ledger", led, "--upstream-ca", stub.CAFile})
 	if p.Egress == p.Admin {
@@ -62,8 +62,8 @@ func TestServeConfigFile(t *testing.T) {
 	for _, h := range vendorHosts {
 		fmt.Fprintf(&resolve, "  - %s:443:%s\n", h, stub.Addr)
 	}
-	cfg := fmt.Sprintf("listen: 127.0.0.1:0\nadmin: localhost:0\nledger: %s\nservice: support\nlog_format: json\nmax_body: 2KiB\nupstream_ca: [%s]\nresolve:\n%s",
-		led, stub.CAFile, resolve.String())
+	cfg := fmt.Sprintf("listen: 127.0.0.1:0\nadmin: localhost:0\nledger: %s\nstate_dir: %s\nservice: support\nlog_format: json\nmax_body: 2KiB\nupstream_ca: [%s]\nresolve:\n%s",
+		led, filepath.Join(dir, "state"), stub.CAFile, resolve.String())
 	cfgFile := filepath.Join(dir, "pare.yaml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

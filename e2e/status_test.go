@@ -76,8 +76,16 @@ func TestStatusTable(t *testing.T) {
 			Body:   payload(t, "attendee.json")}, 403, "unknown_vendor"},
 		{"policy denies: no such route", request{Method: "DELETE", URL: "http://api.stripe.com/v1/customers/cus_9f3b2c",
 			Header: hdr("Authorization", "Bearer sk_test_e2e", "X-Data-Purpose", "payment")}, 403, "route_not_allowed"},
-		{"policy denies: dot segments", request{Method: "PUT", URL: "http://webinar-co-media.storage.example-cloud.com/recordings/%2e%2e/secrets/keys.txt",
-			Header: hdr("Content-Type", "text/plain", "X-Data-Purpose", "hosting"), Body: []byte("secret")}, 403, "route_not_allowed"},
+		// Paths servers read differently are refused before the decision
+		// (the policy's own dot-segment rule stays as a second line).
+		{"malformed path: dot segments", request{Method: "PUT", URL: "http://webinar-co-media.storage.example-cloud.com/recordings/%2e%2e/secrets/keys.txt",
+			Header: hdr("Content-Type", "text/plain", "X-Data-Purpose", "hosting"), Body: []byte("secret")}, 400, "malformed_path"},
+		{"malformed path: encoded ?", request{Method: "PUT", URL: "http://webinar-co-media.storage.example-cloud.com/recordings/x%3Fsecret=1",
+			Header: hdr("Content-Type", "text/plain", "X-Data-Purpose", "hosting"), Body: []byte("secret")}, 400, "malformed_path"},
+		{"malformed path: encoded backslash", request{Method: "PUT", URL: "http://webinar-co-media.storage.example-cloud.com/recordings/..%5Csecrets",
+			Header: hdr("Content-Type", "text/plain", "X-Data-Purpose", "hosting"), Body: []byte("secret")}, 400, "malformed_path"},
+		{"malformed path: matrix parameter", request{Method: "PUT", URL: "http://webinar-co-media.storage.example-cloud.com/recordings/x;a=b",
+			Header: hdr("Content-Type", "text/plain", "X-Data-Purpose", "hosting"), Body: []byte("secret")}, 400, "malformed_path"},
 		{"malformed body", ticketRequest(t).withBody([]byte(`{"ticket": {"subject": "oops", }`)), 400, "malformed_body"},
 		{"unsupported media type", ticketRequest(t).without("Content-Type").with("Content-Type", "text/plain").
 			withBody([]byte("Hi, I cannot join my webinar. maria.kowalska@example.org")), 415, "unsupported_media_type"},
@@ -86,14 +94,14 @@ func TestStatusTable(t *testing.T) {
 		{"body larger than --max-body", ticketRequest(t).withBody(bigTicket), 413, "body_too_large"},
 		{"vendor unreachable", request{Method: "PUT", URL: "http://webinar-co-media.storage.example-cloud.com/recordings/2026/wb_101.mp4",
 			Header: hdr("Content-Type", "video/mp4", "X-Data-Purpose", "hosting"), Body: payload(t, "recording-part1.bin")}, 502, "vendor_unreachable"},
-		{"CONNECT", request{Method: "CONNECT", URL: "http://api.stripe.com:443"}, 405, "connect_not_supported"},
+		{"CONNECT to a host no contract names", request{Method: "CONNECT", URL: "http://api.tracking-pixels.example:443"}, 403, "unknown_vendor"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			stub.Reset()
 			var resp response
 			if tc.req.Method == "CONNECT" {
-				resp = rawRequest(t, p.Egress, "CONNECT api.stripe.com:443 HTTP/1.1\r\nHost: api.stripe.com:443\r\n\r\n")
+				resp = rawRequest(t, p.Egress, "CONNECT api.tracking-pixels.example:443 HTTP/1.1\r\nHost: api.tracking-pixels.example:443\r\n\r\n")
 			} else {
 				resp = p.do(t, tc.req)
 			}

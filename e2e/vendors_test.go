@@ -89,11 +89,13 @@ func vendorCases(t testing.TB) []vendorCase {
 	}
 }
 
-// TestVendorGolden sends a realistic request to every bundled vendor, three
+// TestVendorGolden sends a realistic request to every bundled vendor, seven
 // ways — an HTTP_PROXY client (absolute-form), an origin-form request with a
-// Host header, and the real curl -x — and asserts that each time the vendor
+// Host header, the real curl -x, and, in drop-in mode (HTTPS_PROXY, Pare's
+// CA trusted), curl, a Go program, Python's urllib and Node's https module
+// calling the https:// URL unchanged — and asserts that each time the vendor
 // received exactly the golden bytes: request line, Host, every header, the
-// minimized body. The three ways must agree, so one golden serves all.
+// minimized body. All ways must agree, so one golden serves all.
 func TestVendorGolden(t *testing.T) {
 	t.Parallel()
 	consents, err := filepath.Abs(testdata("consents.yaml"))
@@ -119,6 +121,11 @@ func TestVendorGolden(t *testing.T) {
 		{"http-proxy", func(t *testing.T, p *proxyProc, r request) response { return p.do(t, r) }},
 		{"origin-form", func(t *testing.T, p *proxyProc, r request) response { return p.doOrigin(t, r) }},
 		{"curl", func(t *testing.T, p *proxyProc, r request) response { return p.curl(t, r) }},
+		// Drop-in mode: unchanged HTTPS clients through HTTPS_PROXY.
+		{"https-curl", func(t *testing.T, p *proxyProc, r request) response { return p.curlHTTPS(t, r) }},
+		{"https-go", func(t *testing.T, p *proxyProc, r request) response { return p.goClient(t, r) }},
+		{"https-python", func(t *testing.T, p *proxyProc, r request) response { return p.pythonClient(t, r) }},
+		{"https-node", func(t *testing.T, p *proxyProc, r request) response { return p.nodeClient(t, r) }},
 	}
 	for _, tc := range vendorCases(t) {
 		p := proxyFor(tc.service)

@@ -34,6 +34,7 @@ func commands() []command {
 		{"explain", "show exactly what a vendor would receive for a request, and why", runExplain},
 		{"check", "compile the policies, validate every contract, run the Rego tests", runCheck},
 		{"ledger", "verify, query or report on the disclosure ledger", runLedger},
+		{"ca", "export (or create) the drop-in CA apps trust for HTTPS_PROXY", runCA},
 		{"demo", "start local vendor stubs and the proxy, send realistic requests, show what left", runDemo},
 	}
 }

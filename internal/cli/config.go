@@ -42,6 +42,15 @@ type Config struct {
 	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
 	MaxHeaderBytes    ByteSize      `yaml:"max_header_bytes"`
 	GCPercent         int           `yaml:"gc_percent"`
+	MinBodyRate       ByteSize      `yaml:"min_body_rate"`
+
+	// Drop-in mode (HTTPS_PROXY and the transparent listener).
+	StateDir    string   `yaml:"state_dir"`
+	DropIn      bool     `yaml:"drop_in"`
+	CACert      string   `yaml:"ca_cert"`
+	CAKey       string   `yaml:"ca_key"`
+	Passthrough []string `yaml:"passthrough"`
+	Transparent string   `yaml:"transparent"`
 }
 
 func defaultConfig() Config {
@@ -64,6 +73,9 @@ func defaultConfig() Config {
 		ShutdownTimeout:   20 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		GCPercent:         defaultGCPercent,
+		MinBodyRate:       64 << 10,
+		StateDir:          "pare-state",
+		DropIn:            true,
 	}
 }
 
@@ -104,6 +116,15 @@ func (c *Config) validate() error {
 	}
 	if c.Consents != "" && c.ConsentURL != "" {
 		errs = append(errs, errors.New("consents and consent_url are exclusive"))
+	}
+	if (c.CACert == "") != (c.CAKey == "") {
+		errs = append(errs, errors.New("ca_cert and ca_key go together"))
+	}
+	if c.DropIn && c.CACert == "" && c.StateDir == "" {
+		errs = append(errs, errors.New("drop_in needs state_dir (where the CA is generated) or ca_cert and ca_key"))
+	}
+	if c.Transparent != "" && !c.DropIn {
+		errs = append(errs, errors.New("transparent needs drop_in"))
 	}
 	if c.GCPercent < 0 {
 		errs = append(errs, fmt.Errorf("gc_percent %d: want 0 (the runtime's default) or more", c.GCPercent))

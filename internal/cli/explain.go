@@ -12,11 +12,10 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/open-policy-agent/opa/v1/ast"
-
 	"github.com/pare-dev/pare/filters"
 	"github.com/pare-dev/pare/internal/consent"
 	"github.com/pare-dev/pare/internal/engine"
+	"github.com/pare-dev/pare/internal/pipeline"
 	"github.com/pare-dev/pare/internal/proxy"
 	"github.com/pare-dev/pare/policies"
 )
@@ -97,46 +96,39 @@ func runExplain(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	in, err := proxy.InputFor(r, *service)
-	if err != nil {
-		return fail("%v", err)
-	}
-	if *consents != "" && in.Subject != "" {
+	eng.Swap(pol)
+	var src consent.Source
+	if *consents != "" {
 		f, err := consent.OpenFile(*consents, nil)
 		if err != nil {
 			return fail("%v", err)
 		}
-		cs, err := f.Lookup(ctx, in.Subject)
-		if err != nil {
-			in.ConsentErr = err.Error()
-		}
-		for _, c := range cs {
-			in.Consents = append(in.Consents, engine.Consent{Purpose: c.Purpose, Status: c.Status, Time: c.Time,
-				Evidence: engine.Evidence{Action: c.Evidence.Action, Where: c.Evidence.Where, PolicyVersion: c.Evidence.PolicyVersion}})
-		}
+		src = f
 	}
-	var bodyVal ast.Value
-	if pol.NeedsBody() {
-		if bodyVal, err = engine.ParseBody(r.Header.Get("Content-Type"), body); err != nil {
-			return explainRefusal(stderr, in, nil, err)
-		}
-	}
-	d, err := eng.Decide(ctx, pol, in, bodyVal)
+	// The same pipeline the proxy runs, without a ledger: explain stops
+	// before the disclosure, so it cannot disagree with what serve sends.
+	pl, err := pipeline.New(pipeline.Config{Engine: eng, Consents: src, Service: *service})
 	if err != nil {
-		return explainRefusal(stderr, in, nil, err)
+		return fail("%v", err)
 	}
-	if !d.Allow {
-		return explainRefusal(stderr, in, d, d.Refusal())
-	}
-	m, err := proxy.Minimize(d, r, body)
+	req, err := proxy.RequestOf(r)
 	if err != nil {
-		return explainRefusal(stderr, in, d, err)
+		return fail("%v", err)
+	}
+	x := pl.Begin(req)
+	defer x.End()
+	if err := x.Decide(ctx); err != nil {
+		return explainRefusal(stderr, req, x.Input(), x.Decision(), err)
+	}
+	m, err := x.Minimize(ctx)
+	if err != nil {
+		return explainRefusal(stderr, req, x.Input(), x.Decision(), err)
 	}
 	_, _ = stdout.Write(m.Body)
 	if len(m.Body) > 0 && !bytes.HasSuffix(m.Body, []byte("\n")) && isTerminal(stdout) {
 		fmt.Fprintln(stdout)
 	}
-	writeExplanation(stderr, in, d, r, body, m)
+	writeExplanation(stderr, x.Input(), x.Decision(), r, body, m)
 	return exitOK
 }
 
@@ -182,13 +174,16 @@ func sniffType(b []byte) string {
 	return "application/octet-stream"
 }
 
-func explainRefusal(w io.Writer, in *engine.Input, d *engine.Decision, err error) int {
+func explainRefusal(w io.Writer, req *pipeline.Request, in *engine.Input, d *engine.Decision, err error) int {
 	var e *engine.Error
 	if !errors.As(err, &e) {
 		e = &engine.Error{Code: engine.CodeEvalError, Reason: err.Error()}
 	}
 	fmt.Fprintf(w, "REFUSED %d %s\n", e.Code.Status(), e.Code)
 	fmt.Fprintf(w, "  reason   %s\n", e.Reason)
+	if in == nil { // refused before the input was built (a malformed path)
+		in = &engine.Input{Host: req.Host, Method: req.Method, Path: req.Path}
+	}
 	explainHead(w, in, d)
 	fmt.Fprintln(w, "  nothing would be sent.")
 	if e.Code.Status() >= 500 && e.Code != engine.CodeConsentUnavailable {
@@ -214,7 +209,7 @@ func explainHead(w io.Writer, in *engine.Input, d *engine.Decision) {
 	}
 }
 
-func writeExplanation(w io.Writer, in *engine.Input, d *engine.Decision, r *http.Request, body []byte, m *proxy.Minimized) {
+func writeExplanation(w io.Writer, in *engine.Input, d *engine.Decision, r *http.Request, body []byte, m *pipeline.Outbound) {
 	fmt.Fprintf(w, "ALLOWED\n  reason   %s\n", d.Reason)
 	explainHead(w, in, d)
 	scheme := "https"

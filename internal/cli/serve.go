@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -18,9 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/pare-dev/pare/internal/ca"
 	"github.com/pare-dev/pare/internal/consent"
 	"github.com/pare-dev/pare/internal/engine"
 	"github.com/pare-dev/pare/internal/ledger"
+	"github.com/pare-dev/pare/internal/pipeline"
 	"github.com/pare-dev/pare/internal/proxy"
 	"github.com/pare-dev/pare/policies"
 )
@@ -47,6 +50,13 @@ func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.IntVar(&c.MaxConnsPerVendor, "max-conns-per-vendor", c.MaxConnsPerVendor, "bound on concurrent upstream connections per vendor host")
 	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", c.UpstreamTimeout, "how long to wait for a vendor's response headers (504 after)")
 	fs.IntVar(&c.GCPercent, "gc-percent", c.GCPercent, "Go GC target percentage (GOGC in the environment overrides it; 0: the runtime's default)")
+	fs.Var(&c.MinBodyRate, "min-body-rate", "slowest a request body may arrive (bytes/s averaged, after 5s); slower senders get 408 (0: off)")
+	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory for generated state (the drop-in CA)")
+	fs.BoolVar(&c.DropIn, "drop-in", c.DropIn, "intercept CONNECT tunnels (HTTPS_PROXY) to contract hosts with a local CA")
+	fs.StringVar(&c.CACert, "ca-cert", c.CACert, "PEM CA certificate for drop-in mode (default: generated in --state-dir)")
+	fs.StringVar(&c.CAKey, "ca-key", c.CAKey, "PEM key of --ca-cert (mode 0600)")
+	fs.Var((*listFlag)(&c.Passthrough), "passthrough", "HOST that CONNECT may tunnel without inspection when no contract names it (repeatable)")
+	fs.StringVar(&c.Transparent, "transparent", c.Transparent, "TLS listener for connections redirected to Pare (e.g. 127.0.0.1:15006); the vendor is the SNI")
 }
 
 // defaultGCPercent is the GC target Pare runs with unless GOGC is set. Its
@@ -124,7 +134,7 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 	applyGCPercent(c, log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := proxy.NewMetrics(reg)
+	metrics := pipeline.NewMetrics(reg)
 
 	var hmacKey []byte
 	if c.HMACKeyFile != "" {
@@ -228,9 +238,36 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 		}
 		resolve[hp] = addr
 	}
-	px, err := proxy.New(proxy.Config{
+	pl, err := pipeline.New(pipeline.Config{
 		Engine: eng, Ledger: led, Consents: src, Metrics: metrics, Logger: log,
 		Service: c.Service, MaxBody: int64(c.MaxBody), BodyMemory: int64(c.MaxBodyMemory), DryRun: c.DryRun,
+	})
+	if err != nil {
+		return err
+	}
+	var dropIn *ca.CA
+	if c.DropIn {
+		if dropIn, err = openCA(c, eng.Policy()); err != nil {
+			return err
+		}
+		if dropIn == nil {
+			log.Error("drop-in mode off: no valid policy to constrain a new CA to; fix the policy and restart")
+		} else if dropIn.Generated {
+			log.Info("drop-in CA generated: apps must trust it (proxy ca export)", "state_dir", c.StateDir,
+				"constrained_to", dropIn.Certificate().PermittedDNSDomains)
+		}
+	}
+	limits := proxy.ServerLimits{
+		ReadHeaderTimeout: c.ReadHeaderTimeout, ReadTimeout: c.ReadTimeout, WriteTimeout: c.WriteTimeout,
+		IdleTimeout: c.IdleTimeout, MaxHeaderBytes: int(c.MaxHeaderBytes),
+	}
+	minRate := int64(c.MinBodyRate)
+	if minRate == 0 {
+		minRate = -1
+	}
+	px, err := proxy.New(proxy.Config{
+		Pipeline: pl, CA: dropIn, Passthrough: c.Passthrough, Tunnels: proxy.NewTunnelMetrics(reg), Limits: limits,
+		MinBodyRate: minRate,
 		Upstream: proxy.UpstreamOptions{
 			Resolve: resolve, ExtraCAs: c.UpstreamCA, MaxConnsPerVendor: c.MaxConnsPerVendor,
 			ResponseHeaderTimeout: c.UpstreamTimeout,
@@ -265,18 +302,21 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 	if err != nil {
 		return fmt.Errorf("egress listener: %w", err)
 	}
-	egress := &http.Server{
-		Handler:           px,
-		ReadHeaderTimeout: c.ReadHeaderTimeout,
-		ReadTimeout:       c.ReadTimeout,
-		WriteTimeout:      c.WriteTimeout,
-		IdleTimeout:       c.IdleTimeout,
-		MaxHeaderBytes:    int(c.MaxHeaderBytes),
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	egress := limits.Server(px, log)
 	servers := []*http.Server{egress}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- egress.Serve(egressLn) }()
+	transparentAddr := ""
+	if c.Transparent != "" && dropIn != nil {
+		tln, err := net.Listen("tcp", c.Transparent)
+		if err != nil {
+			egress.Close()
+			return fmt.Errorf("transparent listener: %w", err)
+		}
+		transparentAddr = tln.Addr().String()
+		defer tln.Close()
+		go func() { errc <- px.ServeTransparent(tln) }()
+	}
 	adminAddr := ""
 	if c.Admin != "" {
 		adminLn, err := net.Listen("tcp", c.Admin)
@@ -289,7 +329,7 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 		servers = append(servers, admin)
 		go func() { errc <- admin.Serve(adminLn) }()
 	}
-	log.Info("pare listening", "egress", egressLn.Addr().String(), "admin", adminAddr,
+	log.Info("pare listening", "egress", egressLn.Addr().String(), "admin", adminAddr, "transparent", transparentAddr,
 		"service", c.Service, "ledger", c.Ledger, "dry_run", c.DryRun)
 	if ready != nil {
 		ready(egressLn.Addr().String(), adminAddr)
@@ -313,5 +353,33 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 			log.Warn("shutdown", "err", err)
 		}
 	}
+	if err := px.Shutdown(sctx); err != nil {
+		log.Warn("shutdown: intercepted connections", "err", err)
+	}
 	return nil
+}
+
+// openCA opens the drop-in CA, generating it constrained to the hosts of
+// pol's contracts when there is none. Without a policy a new CA could not
+// be constrained, so none is generated (nil, nil).
+func openCA(c Config, pol *engine.Policy) (*ca.CA, error) {
+	opt := ca.Options{StateDir: c.StateDir, CertFile: c.CACert, KeyFile: c.CAKey}
+	if c.CACert == "" {
+		if pol == nil {
+			if _, err := os.Stat(filepath.Join(c.StateDir, ca.KeyFile)); err != nil {
+				return nil, nil
+			}
+		} else {
+			opt.Hosts = policyHosts(pol)
+		}
+	}
+	return ca.Open(opt)
+}
+
+func policyHosts(pol *engine.Policy) []string {
+	var hosts []string
+	for _, hs := range pol.Vendors {
+		hosts = append(hosts, hs...)
+	}
+	return hosts
 }

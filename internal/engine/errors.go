@@ -35,6 +35,9 @@ const (
 	CodeUpstreamError    Code = "vendor_unreachable"
 	CodeUpstreamTimeout  Code = "vendor_timeout"
 	CodeBadRequest       Code = "bad_request"
+	CodeMalformedPath    Code = "malformed_path"
+	CodeBodyTimeout      Code = "body_timeout"
+	CodeOverloaded       Code = "overloaded"
 )
 
 var policyCodes = map[Code]bool{
@@ -49,13 +52,15 @@ var policyCodes = map[Code]bool{
 // net/http out of the engine.
 func (c Code) Status() int {
 	switch c {
-	case CodeMalformedBody, CodeBadRequest:
+	case CodeMalformedBody, CodeBadRequest, CodeMalformedPath:
 		return 400
+	case CodeBodyTimeout:
+		return 408
 	case CodeUnsupportedMedia:
 		return 415
 	case CodeBodyTooLarge:
 		return 413
-	case CodeNoPolicy, CodeEvalError, CodeEvalTimeout, CodeLedgerError, CodeConsentUnavailable:
+	case CodeNoPolicy, CodeEvalError, CodeEvalTimeout, CodeLedgerError, CodeConsentUnavailable, CodeOverloaded:
 		return 503
 	case CodeUpstreamError:
 		return 502

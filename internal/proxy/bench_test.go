@@ -11,6 +11,7 @@ import (
 
 	"github.com/pare-dev/pare/internal/engine"
 	"github.com/pare-dev/pare/internal/ledger"
+	"github.com/pare-dev/pare/internal/pipeline"
 	"github.com/pare-dev/pare/internal/vendorstub"
 	"github.com/pare-dev/pare/policies"
 )
@@ -41,12 +42,8 @@ func BenchmarkServeHTTP(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer led.Close()
-	px, err := New(Config{Engine: eng, Ledger: led, Service: "billing",
-		Upstream: UpstreamOptions{Resolve: map[string]string{"api.stripe.com:443": stub.Addr}, ExtraCAs: []string{stub.CAFile}}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer px.Close()
+	px := newProxy(b, pipeline.Config{Engine: eng, Ledger: led, Service: "billing"},
+		UpstreamOptions{Resolve: map[string]string{"api.stripe.com:443": stub.Addr}, ExtraCAs: []string{stub.CAFile}})
 	b.ReportAllocs()
 	b.ResetTimer() // the policy compile above is not the request path
 	b.RunParallel(func(pb *testing.PB) {

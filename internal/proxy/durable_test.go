@@ -11,6 +11,7 @@ import (
 
 	"github.com/pare-dev/pare/internal/engine"
 	"github.com/pare-dev/pare/internal/ledger"
+	"github.com/pare-dev/pare/internal/pipeline"
 	"github.com/pare-dev/pare/internal/vendorstub"
 	"github.com/pare-dev/pare/policies"
 )
@@ -39,12 +40,8 @@ func TestAnswerWithheldUntilDurable(t *testing.T) {
 	}
 	eng, _ := engine.New(engine.Options{HMACKey: []byte("0123456789abcdef")})
 	eng.Swap(pol)
-	px, err := New(Config{Engine: eng, Ledger: syncFails{}, Service: "support",
-		Upstream: UpstreamOptions{Resolve: map[string]string{"webinarco.zendesk.com:443": stub.Addr}, ExtraCAs: []string{stub.CAFile}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Close()
+	px := newProxy(t, pipeline.Config{Engine: eng, Ledger: syncFails{}, Service: "support"},
+		UpstreamOptions{Resolve: map[string]string{"webinarco.zendesk.com:443": stub.Addr}, ExtraCAs: []string{stub.CAFile}})
 	req := httptest.NewRequest("POST", "http://webinarco.zendesk.com/api/v2/tickets.json", strings.NewReader(`{"ticket":{"subject":"s"}}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Data-Purpose", "support")

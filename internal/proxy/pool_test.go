@@ -13,6 +13,7 @@ import (
 
 	"github.com/pare-dev/pare/internal/engine"
 	"github.com/pare-dev/pare/internal/ledger"
+	"github.com/pare-dev/pare/internal/pipeline"
 	"github.com/pare-dev/pare/internal/vendorstub"
 	"github.com/pare-dev/pare/policies"
 )
@@ -39,12 +40,8 @@ func TestPooledBodiesNeverCross(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer led.Close()
-	px, err := New(Config{Engine: eng, Ledger: led, Service: "support", BodyMemory: 1 << 20,
-		Upstream: UpstreamOptions{Resolve: map[string]string{"webinarco.zendesk.com:443": stub.Addr}, ExtraCAs: []string{stub.CAFile}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Close()
+	px := newProxy(t, pipeline.Config{Engine: eng, Ledger: led, Service: "support", BodyMemory: 1 << 20},
+		UpstreamOptions{Resolve: map[string]string{"webinarco.zendesk.com:443": stub.Addr}, ExtraCAs: []string{stub.CAFile}})
 	srv := httptest.NewServer(px)
 	defer srv.Close()
 

@@ -1,10 +1,10 @@
-package proxy
+package pipeline
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the proxy's Prometheus collectors, namespace "pare". Label
+// Metrics are the pipeline's Prometheus collectors, namespace "pare". Label
 // values are bounded: vendors and purposes come from the loaded contracts
 // (anything else is "unknown"/"other"), outcomes from the closed set of
 // refusal codes plus "forwarded" — never a raw path, subject or field name.
@@ -80,24 +80,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (p *Proxy) vendorLabel(tx *txn) string {
-	if tx.decision == nil || tx.decision.Vendor == "" {
+func (x *Exchange) vendorLabel() string {
+	if x.decision == nil || x.decision.Vendor == "" {
 		return "none"
 	}
-	if tx.policy != nil {
-		if _, ok := tx.policy.Vendors[tx.decision.Vendor]; ok {
-			return tx.decision.Vendor
+	if x.policy != nil {
+		if _, ok := x.policy.Vendors[x.decision.Vendor]; ok {
+			return x.decision.Vendor
 		}
 	}
 	return "unknown"
 }
 
-func (p *Proxy) purposeLabel(tx *txn) string {
-	if tx.in == nil || tx.in.Purpose == "" {
+func (x *Exchange) purposeLabel() string {
+	if x.in == nil || x.in.Purpose == "" {
 		return "none"
 	}
-	if tx.policy != nil && tx.policy.Purposes[tx.in.Purpose] {
-		return tx.in.Purpose
+	if x.policy != nil && x.policy.Purposes[x.in.Purpose] {
+		return x.in.Purpose
 	}
 	return "other"
 }
