@@ -43,6 +43,7 @@ type Config struct {
 	MaxHeaderBytes    ByteSize      `yaml:"max_header_bytes"`
 	GCPercent         int           `yaml:"gc_percent"`
 	MinBodyRate       ByteSize      `yaml:"min_body_rate"`
+	BodyWait          time.Duration `yaml:"body_wait"`
 
 	// Drop-in mode (HTTPS_PROXY and the transparent listener).
 	StateDir    string   `yaml:"state_dir"`
@@ -74,6 +75,7 @@ func defaultConfig() Config {
 		MaxHeaderBytes:    64 << 10,
 		GCPercent:         defaultGCPercent,
 		MinBodyRate:       64 << 10,
+		BodyWait:          10 * time.Second,
 		StateDir:          "pare-state",
 		DropIn:            true,
 	}

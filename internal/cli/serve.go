@@ -40,7 +40,7 @@ func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.Var((*listFlag)(&c.Resolve), "resolve", "HOST:PORT:ADDR — send that vendor's traffic to ADDR (repeatable; the TLS name checked stays HOST)")
 	fs.Var((*listFlag)(&c.UpstreamCA), "upstream-ca", "PEM file of extra CA certificates to trust for vendors (repeatable)")
 	fs.Var(&c.MaxBody, "max-body", "largest request body accepted (e.g. 10MiB); larger gets 413")
-	fs.Var(&c.MaxBodyMemory, "max-body-memory", "body bytes all requests may hold at once (each is charged twice its size); others wait")
+	fs.Var(&c.MaxBodyMemory, "max-body-memory", "body bytes all requests may hold at once (charged as they arrive, about twice a body's size); others wait")
 	fs.BoolVar(&c.DryRun, "dry-run", c.DryRun, "forward original payloads but record what would have been removed or refused")
 	fs.StringVar(&c.Consents, "consents", c.Consents, "consents file (YAML or JSON), hot reloaded")
 	fs.StringVar(&c.ConsentURL, "consent-url", c.ConsentURL, "consent service base URL: GET {url}/{subject}")
@@ -50,6 +50,7 @@ func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.IntVar(&c.MaxConnsPerVendor, "max-conns-per-vendor", c.MaxConnsPerVendor, "bound on concurrent upstream connections per vendor host")
 	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", c.UpstreamTimeout, "how long to wait for a vendor's response headers (504 after)")
 	fs.IntVar(&c.GCPercent, "gc-percent", c.GCPercent, "Go GC target percentage (GOGC in the environment overrides it; 0: the runtime's default)")
+	fs.DurationVar(&c.BodyWait, "body-wait", c.BodyWait, "how long a request waits for body memory (--max-body-memory) before 503 overloaded")
 	fs.Var(&c.MinBodyRate, "min-body-rate", "slowest a request body may arrive (bytes/s averaged, after 5s); slower senders get 408 (0: off)")
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory for generated state (the drop-in CA)")
 	fs.BoolVar(&c.DropIn, "drop-in", c.DropIn, "intercept CONNECT tunnels (HTTPS_PROXY) to contract hosts with a local CA")
@@ -240,7 +241,7 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 	}
 	pl, err := pipeline.New(pipeline.Config{
 		Engine: eng, Ledger: led, Consents: src, Metrics: metrics, Logger: log,
-		Service: c.Service, MaxBody: int64(c.MaxBody), BodyMemory: int64(c.MaxBodyMemory), DryRun: c.DryRun,
+		Service: c.Service, MaxBody: int64(c.MaxBody), BodyMemory: int64(c.MaxBodyMemory), BodyWait: c.BodyWait, DryRun: c.DryRun,
 	})
 	if err != nil {
 		return err

@@ -1,10 +1,10 @@
-// Package proxy is Pare's built-in data plane: an HTTP egress proxy that a
-// service sends its vendor calls through. For every request it asks the
-// engine for a decision, applies it to the query, headers and body, records
-// the disclosure in the ledger — durably, before anything leaves — and only
-// then originates TLS to the vendor. Anything it cannot decide, filter or
-// record is refused with a JSON error and nothing is sent.
-//
-// The proxy is a thin adapter: decisions and masks live in package engine
-// and package filters, so other front ends refuse and minimize identically.
+// Package proxy is Pare's HTTP front end: the egress listener an app sends
+// its vendor calls to — plain HTTP as an HTTP proxy (absolute-form) or by
+// Host (origin-form), HTTPS through CONNECT tunnels (HTTPS_PROXY) and
+// redirected TLS connections (the transparent listener), both terminated
+// with certificates from the drop-in CA. Every request it receives goes
+// through package pipeline; this package only turns HTTP into pipeline
+// requests, sends what the pipeline allows over its verified upstream
+// transport, and streams the vendor's answer back. It also serves the admin
+// listener.
 package proxy
