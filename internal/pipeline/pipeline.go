@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -171,6 +172,22 @@ func (x *Exchange) Decision() *engine.Decision { return x.decision }
 
 // Input is the policy input, nil before Decide built it.
 func (x *Exchange) Input() *engine.Input { return x.in }
+
+// DecidesOnBody reports whether the current policy reads input.body: a
+// front end that receives the body after the headers (ext_proc) must then
+// wait for it before Decide.
+func (p *Pipeline) DecidesOnBody() bool {
+	pol := p.cfg.Engine.Policy()
+	return pol != nil && pol.NeedsBody()
+}
+
+// SetBody gives the exchange its request body, for front ends that receive
+// it after the headers (ext_proc). It must be called before the stage that
+// reads the body (Decide for a policy that reads input.body, else
+// Minimize).
+func (x *Exchange) SetBody(body io.Reader, n int64) {
+	x.req.Body, x.req.ContentLength = body, n
+}
 
 // Prepare runs every stage before the send: Decide, Minimize, Disclose. On
 // an error nothing may leave: pass it to Refuse.
@@ -352,6 +369,17 @@ type Refusal struct {
 	Code       engine.Code
 	Reason     string
 	DecisionID string
+}
+
+// JSON is the body every front end answers a refusal with:
+// {"error": code, "reason": ..., "decision_id": ...} and a newline.
+func (r *Refusal) JSON() []byte {
+	b, _ := json.Marshal(struct {
+		Error      string `json:"error"`
+		Reason     string `json:"reason"`
+		DecisionID string `json:"decision_id"`
+	}{string(r.Code), r.Reason, r.DecisionID})
+	return append(b, '\n')
 }
 
 // Refuse ends the exchange with err, the error of a stage: it records the

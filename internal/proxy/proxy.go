@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -291,23 +290,13 @@ func (r *rateReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-type refusalBody struct {
-	Error      string `json:"error"`
-	Reason     string `json:"reason"`
-	DecisionID string `json:"decision_id"`
-}
-
 // writeRefusal answers the app with a refusal's JSON body.
 func writeRefusal(w http.ResponseWriter, rf *pipeline.Refusal) {
-	writeJSONError(w, rf.Status, string(rf.Code), rf.Reason, rf.DecisionID)
-}
-
-func writeJSONError(w http.ResponseWriter, status int, code, reason, id string) {
-	b, _ := json.Marshal(refusalBody{Error: code, Reason: reason, DecisionID: id})
+	b := rf.JSON()
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)+1))
-	h.Set("X-Pare-Decision-Id", id)
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h.Set("X-Pare-Decision-Id", rf.DecisionID)
+	w.WriteHeader(rf.Status)
+	_, _ = w.Write(b)
 }
