@@ -302,6 +302,14 @@ func TestPromiseLegalApproverDiffersFromRequester(t *testing.T) {
 	p := startProxy(t, proxyConfig{})
 	refused(t, p, legalRequest(t, "X-Legal-Basis", "SUBP-2026-0117",
 		"X-Data-Requester", "anna.legal@webinar-co.example", "X-Legal-Approver", "Anna.Legal@webinar-co.example "), 403, "approver_required")
+	// The requester's own name in fullwidth letters is still one person.
+	refused(t, p, legalRequest(t, "X-Legal-Basis", "SUBP-2026-0117",
+		"X-Data-Requester", "anna.legal@webinar-co.example", "X-Legal-Approver", "ａｎｎａ.legal@webinar-co.example"), 403, "approver_required")
+	// Invisible characters to pass as a second person: refused outright.
+	for _, approver := range []string{"anna\u200b.legal@webinar-co.example", "anna.legal@webinar-co.example\u00ad"} {
+		refused(t, p, legalRequest(t, "X-Legal-Basis", "SUBP-2026-0117",
+			"X-Data-Requester", "anna.legal@webinar-co.example", "X-Legal-Approver", approver), 400, "bad_request")
+	}
 }
 
 func TestPromiseLegalWithBasisAndApprover(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"golang.org/x/text/secure/precis"
+
 	"github.com/pare-dev/pare/filters"
 	"github.com/pare-dev/pare/internal/engine"
 )
@@ -27,7 +29,32 @@ func (x *Exchange) check() (string, error) {
 	if r.Port < 0 || r.Port > 65535 {
 		return "", malformed(engine.CodeBadRequest, "bad port")
 	}
+	for _, h := range []string{"X-Data-Requester", "X-Legal-Approver"} {
+		if v := r.Header.Get(h); v != "" {
+			if _, err := personName(v); err != nil {
+				return "", malformed(engine.CodeBadRequest, fmt.Sprintf("%s is not a valid name: %v", h, err))
+			}
+		}
+	}
 	return cleanPath(r.Path)
+}
+
+// personName is the form in which the legal rule compares requester and
+// approver: the comparison key of the PRECIS Nickname profile (RFC 8266,
+// golang.org/x/text/secure/precis) — NFKC, case folded, spaces collapsed
+// and trimmed — so that "ＡＮＮＡ@x" (fullwidth) is "anna@x". Zero-width
+// and other default-ignorable code points are not mapped away but
+// refused: a name that differs from another only by invisible characters
+// is an attempt to pass as a second person.
+func personName(s string) (string, error) {
+	if len(s) > 256 {
+		return "", fmt.Errorf("longer than 256 bytes")
+	}
+	k, err := precis.Nickname.CompareKey(s)
+	if err != nil {
+		return "", fmt.Errorf("characters a person's name cannot have (PRECIS Nickname, RFC 8266)")
+	}
+	return k, nil
 }
 
 func malformed(code engine.Code, reason string) *engine.Error {
@@ -158,6 +185,15 @@ func cleanPath(raw string) (string, error) {
 	return b.String(), nil
 }
 
+// nameOf is personName for a header check has accepted.
+func nameOf(v string) string {
+	if v == "" {
+		return ""
+	}
+	k, _ := personName(v)
+	return k
+}
+
 // credentialHeaders are put in the policy input by name only.
 var credentialHeaders = map[string]bool{"authorization": true, "cookie": true, "proxy-authorization": true}
 
@@ -182,8 +218,8 @@ func (p *Pipeline) input(r *Request, path string) *engine.Input {
 		Subject:    strings.TrimSpace(h.Get("X-Data-Subject")),
 		GPC:        strings.TrimSpace(h.Get("X-Data-GPC")) == "1",
 		LegalBasis: strings.TrimSpace(h.Get("X-Legal-Basis")),
-		Requester:  strings.TrimSpace(h.Get("X-Data-Requester")),
-		Approver:   strings.TrimSpace(h.Get("X-Legal-Approver")),
+		Requester:  nameOf(h.Get("X-Data-Requester")),
+		Approver:   nameOf(h.Get("X-Legal-Approver")),
 		Service:    p.cfg.Service,
 	}
 	if r.RawQuery != "" {

@@ -154,3 +154,29 @@ func TestCheckHostAndMethod(t *testing.T) {
 		}
 	}
 }
+
+// The two-person rule compares names in one normal form: width, case and
+// spacing do not make a second person, and invisible characters are
+// refused outright.
+func TestPersonName(t *testing.T) {
+	same := []string{"anna.legal@webinar-co.example", "Anna.Legal@Webinar-Co.example", "ａｎｎａ.legal@webinar-co.example", "  anna.legal@webinar-co.example "}
+	for _, s := range same {
+		k, err := personName(s)
+		if err != nil || k != "anna.legal@webinar-co.example" {
+			t.Errorf("personName(%q) = %q, %v", s, k, err)
+		}
+	}
+	for _, s := range []string{"anna\u200b.legal@webinar-co.example", "anna.legal@webinar-co.example\u00ad", "anna\u2060.legal@x", "\u200b", strings.Repeat("a", 300)} {
+		if k, err := personName(s); err == nil {
+			t.Errorf("personName(%q) = %q, want an error", s, k)
+		}
+	}
+	p := testPipeline(t, Config{})
+	h := http.Header{}
+	h.Set("X-Legal-Approver", "anna\u200b.legal@webinar-co.example")
+	x := p.Begin(&Request{Method: "POST", Scheme: "http", Host: "disclosures.legal.example", Path: "/v1/disclosures", Header: h})
+	defer x.End()
+	if _, err := x.check(); engine.CodeOf(err) != engine.CodeBadRequest {
+		t.Errorf("a zero-width approver: %v, want bad_request", err)
+	}
+}
