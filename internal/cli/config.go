@@ -44,6 +44,7 @@ type Config struct {
 	GCPercent         int           `yaml:"gc_percent"`
 	MinBodyRate       ByteSize      `yaml:"min_body_rate"`
 	BodyWait          time.Duration `yaml:"body_wait"`
+	MaxConns          int           `yaml:"max_conns"`
 
 	// Drop-in mode (HTTPS_PROXY and the transparent listener).
 	StateDir    string   `yaml:"state_dir"`
@@ -76,6 +77,7 @@ func defaultConfig() Config {
 		GCPercent:         defaultGCPercent,
 		MinBodyRate:       64 << 10,
 		BodyWait:          10 * time.Second,
+		MaxConns:          4096,
 		StateDir:          "pare-state",
 		DropIn:            true,
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/netutil"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pare-dev/pare/internal/ca"
@@ -50,6 +51,7 @@ func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.IntVar(&c.MaxConnsPerVendor, "max-conns-per-vendor", c.MaxConnsPerVendor, "bound on concurrent upstream connections per vendor host")
 	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", c.UpstreamTimeout, "how long to wait for a vendor's response headers (504 after)")
 	fs.IntVar(&c.GCPercent, "gc-percent", c.GCPercent, "Go GC target percentage (GOGC in the environment overrides it; 0: the runtime's default)")
+	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "most app connections the egress and transparent listeners hold at once; more wait in the kernel's accept queue (0: no limit)")
 	fs.DurationVar(&c.BodyWait, "body-wait", c.BodyWait, "how long a request waits for body memory (--max-body-memory) before 503 overloaded")
 	fs.Var(&c.MinBodyRate, "min-body-rate", "slowest a request body may arrive (bytes/s averaged, after 5s); slower senders get 408 (0: off)")
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory for generated state (the drop-in CA)")
@@ -303,6 +305,9 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 	if err != nil {
 		return fmt.Errorf("egress listener: %w", err)
 	}
+	if c.MaxConns > 0 {
+		egressLn = netutil.LimitListener(egressLn, c.MaxConns)
+	}
 	egress := limits.Server(px, log)
 	servers := []*http.Server{egress}
 	errc := make(chan error, 3)
@@ -315,6 +320,9 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 			return fmt.Errorf("transparent listener: %w", err)
 		}
 		transparentAddr = tln.Addr().String()
+		if c.MaxConns > 0 {
+			tln = netutil.LimitListener(tln, c.MaxConns)
+		}
 		defer tln.Close()
 		go func() { errc <- px.ServeTransparent(tln) }()
 	}

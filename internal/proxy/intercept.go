@@ -33,16 +33,24 @@ import (
 // that carry no personal data), whose tunnels are logged and counted.
 
 // ServerLimits are the limits of the HTTP servers Pare runs; the egress
-// listener and the server inside intercepted TLS share them.
+// listener and the server inside intercepted TLS share them. The README's
+// "Limits" table maps each to Envoy's edge proxy best practices.
 type ServerLimits struct {
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	MaxHeaderBytes                                            int
 	// HandshakeTimeout bounds an intercepted TLS handshake; 0 means 10s.
 	HandshakeTimeout time.Duration
+	// MaxConcurrentStreams bounds the HTTP/2 streams of one intercepted
+	// connection; 0 means 100 (Envoy's edge recommendation).
+	MaxConcurrentStreams int
 }
 
 // Server returns an http.Server with these limits serving h.
 func (l ServerLimits) Server(h http.Handler, log *slog.Logger) *http.Server {
+	streams := l.MaxConcurrentStreams
+	if streams <= 0 {
+		streams = 100
+	}
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: l.ReadHeaderTimeout,
@@ -51,6 +59,15 @@ func (l ServerLimits) Server(h http.Handler, log *slog.Logger) *http.Server {
 		IdleTimeout:       l.IdleTimeout,
 		MaxHeaderBytes:    l.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// Envoy's edge values: 100 streams, 64 KiB per stream and 1 MiB
+		// per connection of flow-control window — what one app connection
+		// may make Pare buffer before the app must wait.
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          streams,
+			MaxReceiveBufferPerStream:     64 << 10,
+			MaxReceiveBufferPerConnection: 1 << 20,
+			MaxDecoderHeaderTableSize:     4096,
+		},
 	}
 }
 
