@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/pare-dev/pare/internal/contract"
+	"github.com/pare-dev/pare/internal/engine"
 )
 
 // Server hands every Envoy that connects the current Config over ADS.
@@ -153,3 +154,33 @@ func (l cacheLogger) Debugf(f string, a ...any) { l.log.Debug(fmt.Sprintf(f, a..
 func (l cacheLogger) Infof(f string, a ...any)  { l.log.Debug(fmt.Sprintf(f, a...)) }
 func (l cacheLogger) Warnf(f string, a ...any)  { l.log.Warn(fmt.Sprintf(f, a...)) }
 func (l cacheLogger) Errorf(f string, a ...any) { l.log.Error(fmt.Sprintf(f, a...)) }
+
+// Watch reloads the policies directory dir whenever a file below it
+// changes, until ctx is done, and publishes the config of each policy that
+// compiles — the same reload, debounce and "last good policy stays" as
+// proxy serve, so both see the same contracts. current is the policy
+// already published from dir (nil if none loaded).
+func (s *Server) Watch(ctx context.Context, dir string, current *engine.Policy) error {
+	// engine.Watch owns the watcher proxy serve uses; the engine it swaps
+	// policies into only remembers the last revision here.
+	eng, err := engine.New(engine.Options{})
+	if err != nil {
+		return err
+	}
+	if current != nil {
+		eng.Swap(current)
+	}
+	return eng.Watch(ctx, dir, engine.LoadOptions{CacheSize: -1}, func(p *engine.Policy, err error) {
+		if err != nil {
+			s.log.Error("policy reload failed: Envoys keep the last good config", "err", err)
+			return
+		}
+		cfg, err := s.Update(p.Contracts)
+		if err != nil {
+			s.log.Error("policy reloaded but its Envoy config is invalid: Envoys keep the last good config",
+				"revision", p.Revision[:12], "err", err)
+			return
+		}
+		s.log.Info("policy reloaded", "revision", p.Revision[:12], "version", cfg.Version, "vendors", len(p.Contracts))
+	})
+}

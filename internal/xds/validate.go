@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"errors"
 	"fmt"
 
 	"google.golang.org/protobuf/proto"
@@ -23,55 +22,59 @@ func Validate(m proto.Message) error {
 type allValidator interface{ ValidateAll() error }
 
 func validateDeep(m proto.Message, path string) error {
-	if v, ok := m.(allValidator); ok {
-		if err := v.ValidateAll(); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-	} else {
+	v, ok := m.(allValidator)
+	if !ok {
 		return fmt.Errorf("%s: %s has no validator", path, m.ProtoReflect().Descriptor().FullName())
 	}
-	return walkAnys(m.ProtoReflect(), path)
+	if err := v.ValidateAll(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return forEachAny(m.ProtoReflect(), path, func(a *anypb.Any, path string) error {
+		if a.GetTypeUrl() == "" {
+			return fmt.Errorf("%s: Any without a type", path)
+		}
+		inner, err := a.UnmarshalNew()
+		if err != nil {
+			return fmt.Errorf("%s: unpack %s: %w", path, a.GetTypeUrl(), err)
+		}
+		return validateDeep(inner, fmt.Sprintf("%s(%s)", path, inner.ProtoReflect().Descriptor().Name()))
+	})
 }
 
-// walkAnys finds every Any directly or indirectly inside msg (not inside
-// another Any: validateDeep recurses into those) and validates its content.
-func walkAnys(msg protoreflect.Message, path string) error {
+// forEachAny calls fn for every Any inside msg — in fields, lists and map
+// values, at any depth — but not for those inside an Any: fn decides
+// whether to unpack and descend. path names the field for errors.
+func forEachAny(msg protoreflect.Message, path string, fn func(a *anypb.Any, path string) error) error {
+	visit := func(m protoreflect.Message, path string) error {
+		if a, ok := m.Interface().(*anypb.Any); ok {
+			return fn(a, path)
+		}
+		return forEachAny(m, path, fn)
+	}
 	var err error
 	msg.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		p := path + "." + string(fd.Name())
 		switch {
-		case fd.IsList() && fd.Message() != nil:
+		case fd.IsList():
+			if fd.Message() == nil {
+				return true
+			}
 			l := v.List()
 			for i := 0; i < l.Len() && err == nil; i++ {
 				err = visit(l.Get(i).Message(), fmt.Sprintf("%s[%d]", p, i))
 			}
-		case fd.IsMap() && fd.MapValue().Message() != nil:
+		case fd.IsMap():
+			if fd.MapValue().Message() == nil {
+				return true
+			}
 			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
 				err = visit(mv.Message(), fmt.Sprintf("%s[%q]", p, k.String()))
 				return err == nil
 			})
-		case fd.Message() != nil && !fd.IsList() && !fd.IsMap():
+		case fd.Message() != nil:
 			err = visit(v.Message(), p)
 		}
 		return err == nil
 	})
 	return err
-}
-
-func visit(m protoreflect.Message, path string) error {
-	a, ok := m.Interface().(*anypb.Any)
-	if !ok {
-		return walkAnys(m, path)
-	}
-	if a.GetTypeUrl() == "" {
-		return fmt.Errorf("%s: Any without a type", path)
-	}
-	inner, err := a.UnmarshalNew()
-	if err != nil {
-		return fmt.Errorf("%s: unpack %s: %w", path, a.GetTypeUrl(), err)
-	}
-	if inner == nil {
-		return errors.New(path + ": empty Any")
-	}
-	return validateDeep(inner, fmt.Sprintf("%s(%s)", path, inner.ProtoReflect().Descriptor().Name()))
 }
