@@ -131,7 +131,7 @@ func where(c *contract.Contract, id string) string {
 // refusal is a direct answer Envoy gives itself, with the JSON body shape
 // of proxy serve's refusals.
 type refusal struct {
-	status      uint32
+	status       uint32
 	code, reason string
 }
 

@@ -256,7 +256,7 @@ func clusterNames(c *Config) []string {
 // generated validators stop at an Any — and Validate must not.
 func TestValidateLooksInsideAny(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
+		name   string
 		break_ func(t *testing.T, c *Config) proto.Message
 	}{
 		{"hcm inside listener", func(t *testing.T, c *Config) proto.Message {

@@ -28,9 +28,9 @@ const (
 	// keep the system's CA bundle. Envoy's system_root_certs is not
 	// implemented (v1.40 API), so a file is the only way to say "the system
 	// roots".
-	DefaultCAFile         = "/etc/ssl/certs/ca-certificates.crt"
-	DefaultMaxBody        = 10 << 20
-	DefaultMessageTimeout = 5 * time.Second
+	DefaultCAFile          = "/etc/ssl/certs/ca-certificates.crt"
+	DefaultMaxBody         = 10 << 20
+	DefaultMessageTimeout  = 5 * time.Second
 	DefaultUpstreamTimeout = 30 * time.Second
 )
 
