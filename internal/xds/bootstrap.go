@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -39,7 +40,7 @@ func Bootstrap(opt BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 	}
 	var errs []error
 	for _, f := range []struct{ name, v string }{{"node", opt.Node}, {"cluster", opt.Cluster}} {
-		if f.v == "" || strings.IndexFunc(f.v, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) >= 0 {
+		if f.v == "" || !utf8.ValidString(f.v) || strings.IndexFunc(f.v, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) >= 0 {
 			errs = append(errs, fmt.Errorf("%s %q: want a non-empty name without spaces or control characters", f.name, f.v))
 		}
 	}

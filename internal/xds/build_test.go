@@ -481,3 +481,5 @@ func TestVersion(t *testing.T) {
 		t.Error("a new CA file did not change the version")
 	}
 }
+
+func readTestdata(name string) ([]byte, error) { return os.ReadFile(filepath.Join("testdata", name)) }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -139,6 +140,8 @@ func (o Options) validate() error {
 	return errors.Join(errs...)
 }
 
+var dnsName = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$`)
+
 // splitHostPort splits "host:port" with a port in 1..65535 and a non-empty
 // host (an IP address or a DNS name).
 func splitHostPort(s string) (string, uint32, error) {
@@ -146,8 +149,8 @@ func splitHostPort(s string) (string, uint32, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	if host == "" {
-		return "", 0, errors.New("no host")
+	if net.ParseIP(host) == nil && !dnsName.MatchString(host) {
+		return "", 0, fmt.Errorf("host %q: want an IP address or a DNS name", host)
 	}
 	port, err := strconv.ParseUint(p, 10, 16)
 	if err != nil || port == 0 {
