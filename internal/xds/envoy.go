@@ -149,6 +149,11 @@ func (b *builder) listener() (*listenerv3.Listener, error) {
 	return &listenerv3.Listener{
 		Name:    ListenerName,
 		Address: socketAddress(ip, port),
+		// ext_proc's BUFFERED mode answers 413 past the decoder buffer
+		// limit. Envoys before 1.37 take it from the connection only (the
+		// virtual hosts' request_body_buffer_limit is not applied while
+		// ext_proc holds the headers): both say max body.
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(uint32(b.opt.MaxBody)),
 		FilterChains: []*listenerv3.FilterChain{{
 			Filters: []*listenerv3.Filter{{
 				Name:       wellknown.HTTPConnectionManager,
