@@ -36,6 +36,8 @@ func commands() []command {
 		{"ledger", "verify, query or report on the disclosure ledger", runLedger},
 		{"ca", "export (or create) the drop-in CA apps trust for HTTPS_PROXY", runCA},
 		{"demo", "start local vendor stubs and the proxy, send realistic requests, show what left", runDemo},
+		{"xds", "serve Envoy sidecars their egress config over ADS (default 127.0.0.1:15010)", runXDS},
+		{"envoy-bootstrap", "print the bootstrap YAML that points an Envoy at proxy xds", runEnvoyBootstrap},
 	}
 }
 
