@@ -146,6 +146,7 @@ type proxyConfig struct {
 	NoReady    bool              // do not wait for /readyz (no valid policy expected)
 	NoHMACKey  bool              // run without --hmac-key-file
 	Env        []string          // more environment (KEY=VALUE)
+	Extproc    bool              // run `proxy extproc` instead of serve (Egress is then its gRPC address)
 }
 
 // proxyProc is a running `proxy serve`.
@@ -204,7 +205,11 @@ func startProxy(t testing.TB, c proxyConfig) *proxyProc {
 		c.Ledger = filepath.Join(dir, "ledger.jsonl")
 	}
 	stateDir := filepath.Join(dir, "state")
-	args := []string{"serve", "--state-dir", stateDir,
+	cmd := "serve"
+	if c.Extproc {
+		cmd = "extproc"
+	}
+	args := []string{cmd, "--state-dir", stateDir,
 		// The admin listener is on "localhost:0", not "127.0.0.1:0": serve
 		// refuses two identical addresses even when both are port 0 (see
 		// TestServeBothListenersOnPortZero).
@@ -274,10 +279,14 @@ func launch(t testing.TB, c proxyConfig, args []string) *proxyProc {
 			var m struct {
 				Msg         string `json:"msg"`
 				Egress      string `json:"egress"`
+				Extproc     string `json:"extproc"`
 				Admin       string `json:"admin"`
 				Transparent string `json:"transparent"`
 			}
 			if json.Unmarshal([]byte(line), &m) == nil && m.Msg == "pare listening" {
+				if m.Egress == "" {
+					m.Egress = m.Extproc
+				}
 				select {
 				case listening <- [3]string{m.Egress, m.Admin, m.Transparent}:
 				default:

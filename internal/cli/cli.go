@@ -31,6 +31,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run the egress proxy (default: bundled policies, 127.0.0.1:15001, admin 127.0.0.1:15000)", runServe},
+		{"extproc", "run the pipeline as an Envoy ext_proc gRPC server (default 127.0.0.1:15002; serve's flags)", runExtproc},
 		{"explain", "show exactly what a vendor would receive for a request, and why", runExplain},
 		{"check", "compile the policies, validate every contract, run the Rego tests", runCheck},
 		{"ledger", "verify, query or report on the disclosure ledger", runLedger},

@@ -53,6 +53,27 @@ type Config struct {
 	CAKey       string   `yaml:"ca_key"`
 	Passthrough []string `yaml:"passthrough"`
 	Transparent string   `yaml:"transparent"`
+
+	mode string // modeServe or modeExtproc: which front end, by subcommand
+}
+
+// The front ends a Config runs.
+const (
+	modeServe   = "serve"
+	modeExtproc = "extproc"
+)
+
+// defaultConfigFor is the default configuration of a subcommand: extproc
+// listens for Envoy on 127.0.0.1:15002 and has no drop-in CA (Envoy
+// terminates the apps' connections).
+func defaultConfigFor(mode string) Config {
+	c := defaultConfig()
+	c.mode = mode
+	if mode == modeExtproc {
+		c.Listen = "127.0.0.1:15002"
+		c.DropIn = false
+	}
+	return c
 }
 
 func defaultConfig() Config {

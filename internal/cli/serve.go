@@ -16,13 +16,15 @@ import (
 	"sync"
 	"time"
 
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/netutil"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
 
 	"github.com/pare-dev/pare/internal/ca"
 	"github.com/pare-dev/pare/internal/consent"
 	"github.com/pare-dev/pare/internal/engine"
+	"github.com/pare-dev/pare/internal/extproc"
 	"github.com/pare-dev/pare/internal/ledger"
 	"github.com/pare-dev/pare/internal/pipeline"
 	"github.com/pare-dev/pare/internal/proxy"
@@ -84,29 +86,39 @@ func applyGCPercent(c Config, log *slog.Logger) {
 }
 
 func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) int {
+	return runFrontEnd(ctx, args, stderr, modeServe)
+}
+
+// runExtproc is serve with the Envoy ext_proc gRPC server in place of the
+// HTTP listeners: the same flags, pipeline, ledger and admin endpoints.
+func runExtproc(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) int {
+	return runFrontEnd(ctx, args, stderr, modeExtproc)
+}
+
+func runFrontEnd(ctx context.Context, args []string, stderr io.Writer, mode string) int {
 	// Two passes: the first finds --config, the second applies the flags
 	// over the file so that flags win.
 	var configPath string
-	scratch := defaultConfig()
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	scratch := defaultConfigFor(mode)
+	fs := flag.NewFlagSet(mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	serveFlags(fs, &scratch, &configPath)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	c := defaultConfig()
+	c := defaultConfigFor(mode)
 	if configPath != "" {
 		if err := loadConfigFile(configPath, &c); err != nil {
-			fmt.Fprintln(stderr, "proxy serve:", err)
+			fmt.Fprintf(stderr, "proxy %s: %v\n", mode, err)
 			return exitUsage
 		}
 	}
-	fs = flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs = flag.NewFlagSet(mode, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	serveFlags(fs, &c, &configPath)
 	_ = fs.Parse(args)
 	if err := c.validate(); err != nil {
-		fmt.Fprintln(stderr, "proxy serve: config:", err)
+		fmt.Fprintf(stderr, "proxy %s: config: %v\n", mode, err)
 		return exitUsage
 	}
 	log := newLogger(stderr, c.LogFormat, c.LogLevel)
@@ -268,18 +280,51 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 	if minRate == 0 {
 		minRate = -1
 	}
-	px, err := proxy.New(proxy.Config{
-		Pipeline: pl, CA: dropIn, Passthrough: c.Passthrough, Tunnels: proxy.NewTunnelMetrics(reg), Limits: limits,
-		MinBodyRate: minRate,
-		Upstream: proxy.UpstreamOptions{
-			Resolve: resolve, ExtraCAs: c.UpstreamCA, MaxConnsPerVendor: c.MaxConnsPerVendor,
-			ResponseHeaderTimeout: c.UpstreamTimeout,
-		},
-	})
-	if err != nil {
-		return err
+	// The front ends: the HTTP egress listener (and, in drop-in mode, the
+	// transparent TLS listener) for serve, the ext_proc gRPC server for
+	// extproc. Both drive the same pipeline.
+	var fronts []*frontEnd
+	switch c.mode {
+	case modeExtproc:
+		fe, err := extprocFront(c, pl)
+		if err != nil {
+			return err
+		}
+		fronts = append(fronts, fe)
+	default:
+		px, err := proxy.New(proxy.Config{
+			Pipeline: pl, CA: dropIn, Passthrough: c.Passthrough, Tunnels: proxy.NewTunnelMetrics(reg), Limits: limits,
+			MinBodyRate: minRate,
+			Upstream: proxy.UpstreamOptions{
+				Resolve: resolve, ExtraCAs: c.UpstreamCA, MaxConnsPerVendor: c.MaxConnsPerVendor,
+				ResponseHeaderTimeout: c.UpstreamTimeout,
+			},
+		})
+		if err != nil {
+			return err
+		}
+		defer px.Close()
+		egressLn, err := listen(c.Listen, c.MaxConns)
+		if err != nil {
+			return fmt.Errorf("egress listener: %w", err)
+		}
+		fronts = append(fronts, httpFront("egress", egressLn, limits.Server(px, log)))
+		if c.Transparent != "" && dropIn != nil {
+			tln, err := listen(c.Transparent, c.MaxConns)
+			if err != nil {
+				closeFronts(fronts)
+				return fmt.Errorf("transparent listener: %w", err)
+			}
+			fronts = append(fronts, &frontEnd{name: "transparent", addr: tln.Addr().String(),
+				serve: func() error { return px.ServeTransparent(tln) },
+				shutdown: func(ctx context.Context) error {
+					tln.Close()
+					return px.Shutdown(ctx)
+				},
+				close: func() { tln.Close() },
+			})
+		}
 	}
-	defer px.Close()
 
 	if c.Policies != "" {
 		wg.Add(1)
@@ -301,71 +346,159 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 		}()
 	}
 
-	egressLn, err := net.Listen("tcp", c.Listen)
-	if err != nil {
-		return fmt.Errorf("egress listener: %w", err)
-	}
-	if c.MaxConns > 0 {
-		egressLn = netutil.LimitListener(egressLn, c.MaxConns)
-	}
-	egress := limits.Server(px, log)
-	servers := []*http.Server{egress}
-	errc := make(chan error, 3)
-	go func() { errc <- egress.Serve(egressLn) }()
-	transparentAddr := ""
-	if c.Transparent != "" && dropIn != nil {
-		tln, err := net.Listen("tcp", c.Transparent)
-		if err != nil {
-			egress.Close()
-			return fmt.Errorf("transparent listener: %w", err)
-		}
-		transparentAddr = tln.Addr().String()
-		if c.MaxConns > 0 {
-			tln = netutil.LimitListener(tln, c.MaxConns)
-		}
-		defer tln.Close()
-		go func() { errc <- px.ServeTransparent(tln) }()
-	}
 	adminAddr := ""
 	if c.Admin != "" {
 		adminLn, err := net.Listen("tcp", c.Admin)
 		if err != nil {
-			egress.Close()
+			closeFronts(fronts)
 			return fmt.Errorf("admin listener: %w", err)
 		}
 		adminAddr = adminLn.Addr().String()
 		admin := &http.Server{Handler: proxy.AdminHandler(eng, reg), ReadHeaderTimeout: 5 * time.Second}
-		servers = append(servers, admin)
-		go func() { errc <- admin.Serve(adminLn) }()
+		fronts = append(fronts, httpFront("admin", adminLn, admin))
 	}
-	log.Info("pare listening", "egress", egressLn.Addr().String(), "admin", adminAddr, "transparent", transparentAddr,
-		"service", c.Service, "ledger", c.Ledger, "dry_run", c.DryRun)
+	errc := make(chan error, len(fronts))
+	for _, fe := range fronts {
+		go func() { errc <- fe.serve() }()
+	}
+	addr := func(name string) string {
+		for _, fe := range fronts {
+			if fe.name == name {
+				return fe.addr
+			}
+		}
+		return ""
+	}
+	log.Info("pare listening", "egress", addr("egress"), "extproc", addr("extproc"), "admin", adminAddr,
+		"transparent", addr("transparent"), "service", c.Service, "ledger", c.Ledger, "dry_run", c.DryRun)
 	if ready != nil {
-		ready(egressLn.Addr().String(), adminAddr)
+		ready(fronts[0].addr, adminAddr)
 	}
 
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			for _, s := range servers {
-				s.Close()
-			}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			closeFronts(fronts)
 			return err
 		}
 	}
 	log.Info("shutting down: draining in-flight requests")
 	sctx, scancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer scancel()
-	for _, s := range servers {
-		if err := s.Shutdown(sctx); err != nil {
-			log.Warn("shutdown", "err", err)
+	for _, fe := range fronts {
+		if err := fe.shutdown(sctx); err != nil {
+			log.Warn("shutdown", "listener", fe.name, "err", err)
 		}
 	}
-	if err := px.Shutdown(sctx); err != nil {
-		log.Warn("shutdown: intercepted connections", "err", err)
-	}
 	return nil
+}
+
+// frontEnd is one of serve's listeners, with one lifecycle: serve until
+// shut down (drain) or closed (abort).
+type frontEnd struct {
+	name, addr string
+	serve      func() error
+	shutdown   func(context.Context) error
+	close      func()
+}
+
+func httpFront(name string, ln net.Listener, srv *http.Server) *frontEnd {
+	return &frontEnd{name: name, addr: ln.Addr().String(),
+		serve:    func() error { return srv.Serve(ln) },
+		shutdown: srv.Shutdown,
+		close:    func() { srv.Close() },
+	}
+}
+
+func closeFronts(fronts []*frontEnd) {
+	for _, fe := range fronts {
+		fe.close()
+	}
+}
+
+// listen opens a TCP listener holding at most max connections (0: no
+// limit); more wait in the kernel's accept queue.
+func listen(addr string, max int) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if max > 0 {
+		return &limitListener{TCPListener: ln.(*net.TCPListener), sem: make(chan struct{}, max), done: make(chan struct{})}, nil
+	}
+	return ln, nil
+}
+
+// limitListener is netutil.LimitListener keeping the accepted connection a
+// TCP connection: net/http half-closes a connection it refuses (431, 400)
+// and lingers so the client reads the answer, which it can only do with
+// CloseWrite — netutil's wrapper hides it, and clients then got a reset
+// instead of the status.
+type limitListener struct {
+	*net.TCPListener
+	sem  chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.TCPListener.AcceptTCP()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitedConn{TCPConn: c, release: func() { <-l.sem }}, nil
+}
+
+func (l *limitListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return l.TCPListener.Close()
+}
+
+type limitedConn struct {
+	*net.TCPConn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitedConn) Close() error {
+	err := c.TCPConn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// extprocFront is the Envoy ext_proc gRPC server on c.Listen. A message
+// carries a whole buffered body (or its filtered form), so the gRPC limits
+// are the body limit plus room for the headers.
+func extprocFront(c Config, pl *pipeline.Pipeline) (*frontEnd, error) {
+	ln, err := listen(c.Listen, c.MaxConns)
+	if err != nil {
+		return nil, fmt.Errorf("extproc listener: %w", err)
+	}
+	msg := int(c.MaxBody) + int(c.MaxBody)/8 + 1<<20
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(msg), grpc.MaxSendMsgSize(msg))
+	extprocv3.RegisterExternalProcessorServer(gs, extproc.New(pl))
+	return &frontEnd{name: "extproc", addr: ln.Addr().String(),
+		serve: func() error { return gs.Serve(ln) },
+		shutdown: func(ctx context.Context) error {
+			done := make(chan struct{})
+			go func() { gs.GracefulStop(); close(done) }()
+			select {
+			case <-done:
+				return nil
+			case <-ctx.Done():
+				gs.Stop()
+				return ctx.Err()
+			}
+		},
+		close: gs.Stop,
+	}, nil
 }
 
 // openCA opens the drop-in CA, generating it constrained to the hosts of

@@ -27,6 +27,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -142,6 +143,12 @@ func (st *stream) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders) 
 	}
 	st.decided = true
 	if hasBody {
+		// A declared length over the limit is refused here, with a ledger
+		// record; Envoy would otherwise answer 413 itself, unrecorded.
+		if req.ContentLength > st.s.pl.MaxBody() {
+			return st.refuse(&engine.Error{Code: engine.CodeBodyTooLarge,
+				Reason: fmt.Sprintf("the body is %d bytes; the limit is %d", req.ContentLength, st.s.pl.MaxBody())})
+		}
 		return headersContinue(nil)
 	}
 	out, err := st.release(ctx)

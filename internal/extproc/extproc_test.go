@@ -261,6 +261,8 @@ func TestRefusals(t *testing.T) {
 		{"too large", []*extprocv3.ProcessingRequest{
 			reqHeaders(headers(false, false, append(base, ":authority", "webinarco.zendesk.com", "x-data-purpose", "support")...)),
 			reqBody([]byte(`{"ticket":{"subject":"` + strings.Repeat("x", 2000) + `"}}`))}, 413, "body_too_large"},
+		{"declared too large", []*extprocv3.ProcessingRequest{
+			reqHeaders(headers(false, false, append(base, ":authority", "webinarco.zendesk.com", "x-data-purpose", "support", "content-length", "5000")...))}, 413, "body_too_large"},
 		{"encoded ? in the path", []*extprocv3.ProcessingRequest{reqHeaders(headers(true, false,
 			":method", "GET", ":scheme", "http", ":authority", "api.stripe.com", ":path", "/v1/customers/x%3Fexpand=all", "x-data-purpose", "payment"))}, 400, "malformed_path"},
 		{"lower-case method", []*extprocv3.ProcessingRequest{reqHeaders(headers(true, false,

@@ -97,6 +97,9 @@ func New(cfg Config) (*Pipeline, error) {
 // their own events beside them.
 func (p *Pipeline) Metrics() *Metrics { return p.m }
 
+// MaxBody is the largest request body accepted.
+func (p *Pipeline) MaxBody() int64 { return p.cfg.MaxBody }
+
 // Logger returns the pipeline's logger.
 func (p *Pipeline) Logger() *slog.Logger { return p.log }
 
