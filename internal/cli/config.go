@@ -42,6 +42,11 @@ type Config struct {
 	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
 	MaxHeaderBytes    ByteSize      `yaml:"max_header_bytes"`
 	GCPercent         int           `yaml:"gc_percent"`
+	// CompanyName and PrivacyContact name the controller and where a person
+	// asks about their data, in the documents for the privacy office
+	// (ledger report --for subject, ropa, datamap).
+	CompanyName    string `yaml:"company_name"`
+	PrivacyContact string `yaml:"privacy_contact"`
 }
 
 func defaultConfig() Config {
@@ -104,6 +109,9 @@ func (c *Config) validate() error {
 	}
 	if c.Consents != "" && c.ConsentURL != "" {
 		errs = append(errs, errors.New("consents and consent_url are exclusive"))
+	}
+	if strings.ContainsAny(c.CompanyName+c.PrivacyContact, "\r\n") {
+		errs = append(errs, errors.New("company_name and privacy_contact are one line each"))
 	}
 	if c.GCPercent < 0 {
 		errs = append(errs, fmt.Errorf("gc_percent %d: want 0 (the runtime's default) or more", c.GCPercent))

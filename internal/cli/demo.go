@@ -65,6 +65,7 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	width := fs.Int("width", 110, "output width")
+	keep := fs.String("ledger", "", "write the demo's ledger to this file and keep it (for ledger report, ropa, datamap); it must not exist yet")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -91,6 +92,15 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	c.Listen, c.Admin = "127.0.0.1:0", ""
 	c.Service = "billing"
 	c.Ledger = filepath.Join(dir, "ledger.jsonl")
+	if *keep != "" {
+		// A fresh file only: appending the demo to a real ledger would mix made-up
+		// disclosures into the record of real ones.
+		if _, err := os.Lstat(*keep); err == nil {
+			fmt.Fprintf(stderr, "proxy demo: --ledger %s exists; give a new file\n", *keep)
+			return exitUsage
+		}
+		c.Ledger = *keep
+	}
 	c.Consents = consentFile
 	c.UpstreamCA = []string{stub.CAFile}
 	for _, h := range demoHosts {
