@@ -148,7 +148,7 @@ func traffic(t *testing.T) []string {
 		disc(7, "oldcrm", "support", "POST", "/contacts", "email"), // a contract since removed
 		refusal(8, "mailchimp", "consent_required"), refusal(9, "mailchimp", "consent_required"), refusal(9, "", "unknown_vendor"),
 		disc(30, "legal", "legal", "POST", "/v1/disclosures", "reference"), // outside the period
-		refusal(30, "stripe", "source_not_allowed"),                         // outside the period
+		refusal(30, "stripe", "source_not_allowed"),                        // outside the period
 	}
 	path := filepath.Join(t.TempDir(), "ledger.jsonl")
 	l, err := ledger.Open(path, ledger.Options{})
