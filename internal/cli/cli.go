@@ -34,6 +34,8 @@ func commands() []command {
 		{"explain", "show exactly what a vendor would receive for a request, and why", runExplain},
 		{"check", "compile the policies, validate every contract, run the Rego tests", runCheck},
 		{"ledger", "verify, query or report on the disclosure ledger", runLedger},
+		{"ropa", "the record of processing activities (GDPR Art. 30) from the contracts, and a ledger's traffic", runRopa},
+		{"datamap", "a picture of where personal data goes: services to vendors, by purpose and data category", runDatamap},
 		{"demo", "start local vendor stubs and the proxy, send realistic requests, show what left", runDemo},
 	}
 }

@@ -172,7 +172,10 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	fmt.Fprintln(stdout, "\nNext:")
 	fmt.Fprintln(stdout, "  go run ./cmd/proxy serve     # the proxy on the bundled policies")
 	fmt.Fprintln(stdout, "  go run ./cmd/proxy explain --url http://webinarco.zendesk.com/api/v2/tickets.json --purpose support --data @../shared/payloads/ticket.json")
-	fmt.Fprintln(stdout, "  go run ./cmd/proxy ledger report --subject u-123 --format html > report.html")
+	fmt.Fprintln(stdout, "  go run ./cmd/proxy demo --ledger demo.jsonl     # keep the demo's ledger, then:")
+	fmt.Fprintln(stdout, "  go run ./cmd/proxy ledger report --subject u-123 --for subject --company 'Webinar Co' --privacy-contact privacy@webinar-co.example demo.jsonl > report.html")
+	fmt.Fprintln(stdout, "  go run ./cmd/proxy ropa --company 'Webinar Co' --privacy-contact privacy@webinar-co.example demo.jsonl > ropa.html")
+	fmt.Fprintln(stdout, "  go run ./cmd/proxy datamap demo.jsonl > datamap.html")
 	return exitOK
 }
 

@@ -218,9 +218,12 @@ func flowTitle(f Flow, m *Map) string {
 		svc = "any service"
 	}
 	s := fmt.Sprintf("%s → %s for %s", svc, name, purposeLabel(f.Purpose))
-	if f.Count > 0 {
+	switch {
+	case f.Count == 1:
+		s += ": 1 disclosure"
+	case f.Count > 1:
 		s += fmt.Sprintf(": %d disclosures", f.Count)
-	} else {
+	default:
 		s += ": allowed, not seen"
 	}
 	if len(f.Categories) > 0 {
