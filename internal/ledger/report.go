@@ -150,6 +150,11 @@ func BuildReport(records []Record, subject string, since, until time.Time) *Repo
 // BuildReportWith is BuildReport with the contracts' explanations and an
 // audience (see ReportOptions).
 func BuildReportWith(records []Record, o ReportOptions) *Report {
+	if o.Audience == AudienceSubject && o.Catalog == nil {
+		// Without contracts nothing is known to be personal but the body
+		// fields: a person's report still leaves out headers and parameters.
+		o.Catalog, _ = contract.NewCatalog(nil)
+	}
 	subject, since, until := o.Subject, o.Since, o.Until
 	rep := &Report{Subject: subject, Since: since, Until: until, Recipients: []Recipient{},
 		Audience: o.Audience, Company: o.Company, Contact: o.Contact}
@@ -323,14 +328,11 @@ func subjectRows(rep *Report) [][]string {
 	rows := [][]string{{"recipient", "purpose", "first", "last", "times", "information", "categories",
 		"legal_basis", "country", "safeguard", "retention", "while_testing"}}
 	for _, r := range rep.Recipients {
-		info := r.Fields
-		if r.Items != nil {
-			info = make([]string, len(r.Items))
-			for i, it := range r.Items {
-				info[i] = it.Words
-				if it.Note != "" {
-					info[i] += " (" + it.Note + ")"
-				}
+		info := make([]string, len(r.Items))
+		for i, it := range r.Items {
+			info[i] = it.Words
+			if it.Note != "" {
+				info[i] += " (" + it.Note + ")"
 			}
 		}
 		basis := r.Basis

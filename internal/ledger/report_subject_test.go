@@ -249,3 +249,16 @@ func TestStaffReportWithCatalog(t *testing.T) {
 		}
 	}
 }
+
+// Without contracts, a report for a person still lists the body fields in words and leaves out
+// headers and query parameters.
+func TestSubjectReportWithoutContracts(t *testing.T) {
+	rep := BuildReportWith(subjectRecords(), ReportOptions{Subject: "u-123", Audience: AudienceSubject,
+		Since: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), Until: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
+		Company: "Webinar Co", Contact: "privacy@webinar-co.example"})
+	for _, out := range []string{render(t, rep, htmlOf), render(t, rep, csvOf)} {
+		if strings.Contains(out, "header") || strings.Contains(out, "authorization") || !strings.Contains(out, "merge fields fname") {
+			t.Errorf("report without contracts:\n%s", out)
+		}
+	}
+}
