@@ -102,6 +102,9 @@ func (b Browser) run(ctx context.Context, html []byte, outName string, extra ...
 	cmd.Stderr = &stderr
 	cmd.Env = append(os.Environ(), "HOME="+dir) // nothing written to the real home
 	ownGroup(cmd)
+	// A helper that outlives the browser would hold stderr open and Wait with it; the group is
+	// killed right after, so do not wait for it long.
+	cmd.WaitDelay = 5 * time.Second
 	err = cmd.Run()
 	killGroup(cmd) // helpers (zygote, GPU process) must not outlive the call
 	if err != nil {
