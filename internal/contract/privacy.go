@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"golang.org/x/text/language"
-	"golang.org/x/text/language/display"
 )
 
 // What a contract says its data is, for the documents of the privacy office (the report a person
@@ -118,14 +117,28 @@ var adequate = map[string]bool{
 // InEEA reports whether an ISO 3166-1 alpha-2 country code is in the European Economic Area.
 func InEEA(country string) bool { return eea[country] }
 
+// countryNames are the English names the documents print. Written out rather than taken from
+// golang.org/x/text/language/display, whose tables would add 2.5 MB to the sidecar's binary for a
+// few dozen names: the EEA, the countries with an adequacy decision and common vendor locations.
+// Another valid code prints as itself.
+var countryNames = map[string]string{
+	"AT": "Austria", "BE": "Belgium", "BG": "Bulgaria", "HR": "Croatia", "CY": "Cyprus", "CZ": "Czechia",
+	"DK": "Denmark", "EE": "Estonia", "FI": "Finland", "FR": "France", "DE": "Germany", "GR": "Greece",
+	"HU": "Hungary", "IE": "Ireland", "IT": "Italy", "LV": "Latvia", "LT": "Lithuania", "LU": "Luxembourg",
+	"MT": "Malta", "NL": "Netherlands", "PL": "Poland", "PT": "Portugal", "RO": "Romania", "SK": "Slovakia",
+	"SI": "Slovenia", "ES": "Spain", "SE": "Sweden", "IS": "Iceland", "LI": "Liechtenstein", "NO": "Norway",
+	"AD": "Andorra", "AR": "Argentina", "CA": "Canada", "FO": "Faroe Islands", "GG": "Guernsey", "IL": "Israel",
+	"IM": "Isle of Man", "JP": "Japan", "JE": "Jersey", "NZ": "New Zealand", "KR": "South Korea",
+	"CH": "Switzerland", "GB": "United Kingdom", "UY": "Uruguay", "US": "United States",
+	"AU": "Australia", "BR": "Brazil", "CN": "China", "HK": "Hong Kong", "IN": "India", "MX": "Mexico",
+	"PH": "Philippines", "SG": "Singapore", "TW": "Taiwan", "TR": "Türkiye", "UA": "Ukraine",
+	"AE": "United Arab Emirates", "ZA": "South Africa",
+}
+
 // CountryName is the English name of an ISO 3166-1 alpha-2 code ("US" → "United States"), or the
-// code itself when it names no country.
+// code itself.
 func CountryName(code string) string {
-	r, err := language.ParseRegion(code)
-	if err != nil {
-		return code
-	}
-	if n := display.English.Regions().Name(r); n != "" {
+	if n, ok := countryNames[code]; ok {
 		return n
 	}
 	return code

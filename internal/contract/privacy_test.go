@@ -237,6 +237,19 @@ func TestWords(t *testing.T) {
 	if got := CountryName("US"); got != "United States" {
 		t.Errorf("CountryName(US) = %q", got)
 	}
+	for c := range eea {
+		if CountryName(c) == c {
+			t.Errorf("no name for EEA country %s", c)
+		}
+	}
+	for c := range adequate {
+		if CountryName(c) == c {
+			t.Errorf("no name for adequate country %s", c)
+		}
+	}
+	if got := CountryName("KE"); got != "KE" {
+		t.Errorf("CountryName(KE) = %q: a valid code without a name prints as itself", got)
+	}
 	if got := CountryName("zz!"); got != "zz!" {
 		t.Errorf("CountryName(bad) = %q", got)
 	}
