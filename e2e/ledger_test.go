@@ -237,8 +237,9 @@ func TestLedgerVerifyQueryReport(t *testing.T) {
 				}
 			}
 		}
-		if _, _, code := runCLI(t, "ledger", "report", "--subject", "u-123", "--format", "pdf", led); code != 2 {
-			t.Errorf("report --format pdf exit %d, want 2", code)
+		// PDF is a format now (printed by headless Chromium); an unknown format is still a usage error.
+		if _, _, code := runCLI(t, "ledger", "report", "--subject", "u-123", "--format", "docx", led); code != 2 {
+			t.Errorf("report --format docx exit %d, want 2", code)
 		}
 	})
 

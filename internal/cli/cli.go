@@ -36,6 +36,8 @@ func commands() []command {
 		{"check", "compile the policies, validate every contract, run the Rego tests", runCheck},
 		{"ledger", "verify, query or report on the disclosure ledger", runLedger},
 		{"ca", "export (or create) the drop-in CA apps trust for HTTPS_PROXY", runCA},
+		{"ropa", "the record of processing activities (GDPR Art. 30) from the contracts, and a ledger's traffic", runRopa},
+		{"datamap", "a picture of where personal data goes: services to vendors, by purpose and data category", runDatamap},
 		{"demo", "start local vendor stubs and the proxy, send realistic requests, show what left", runDemo},
 		{"xds", "serve Envoy sidecars their egress config over ADS (default 127.0.0.1:15010)", runXDS},
 		{"envoy-bootstrap", "print the bootstrap YAML that points an Envoy at proxy xds", runEnvoyBootstrap},

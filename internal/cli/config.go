@@ -54,6 +54,12 @@ type Config struct {
 	Passthrough []string `yaml:"passthrough"`
 	Transparent string   `yaml:"transparent"`
 
+	// CompanyName and PrivacyContact name the controller and where a person
+	// asks about their data, in the documents for the privacy office
+	// (ledger report --for subject, ropa, datamap).
+	CompanyName    string `yaml:"company_name"`
+	PrivacyContact string `yaml:"privacy_contact"`
+
 	mode string // modeServe or modeExtproc: which front end, by subcommand
 }
 
@@ -150,6 +156,9 @@ func (c *Config) validate() error {
 	}
 	if c.Transparent != "" && !c.DropIn {
 		errs = append(errs, errors.New("transparent needs drop_in"))
+	}
+	if strings.ContainsAny(c.CompanyName+c.PrivacyContact, "\r\n") {
+		errs = append(errs, errors.New("company_name and privacy_contact are one line each"))
 	}
 	if c.GCPercent < 0 {
 		errs = append(errs, fmt.Errorf("gc_percent %d: want 0 (the runtime's default) or more", c.GCPercent))

@@ -52,6 +52,12 @@ func TestConfigFile(t *testing.T) {
 		{name: "two consent sources", yaml: "consents: c.yaml\nconsent_url: http://c\n", err: "exclusive"},
 		{name: "bad log format", yaml: "log_format: xml\n", err: "log_format"},
 		{name: "negative gc_percent", yaml: "gc_percent: -1\n", err: "gc_percent"},
+		{name: "company", yaml: "company_name: Webinar Co\nprivacy_contact: privacy@webinar-co.example\n", check: func(t *testing.T, c Config) {
+			if c.CompanyName != "Webinar Co" || c.PrivacyContact != "privacy@webinar-co.example" {
+				t.Errorf("company %q contact %q", c.CompanyName, c.PrivacyContact)
+			}
+		}},
+		{name: "company on two lines", yaml: "company_name: \"Webinar\\nCo\"\n", err: "one line each"},
 		{name: "gc_percent", yaml: "gc_percent: 150\n", check: func(t *testing.T, c Config) {
 			if c.GCPercent != 150 {
 				t.Errorf("gc_percent = %d", c.GCPercent)

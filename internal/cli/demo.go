@@ -65,6 +65,7 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	width := fs.Int("width", 110, "output width")
+	keep := fs.String("ledger", "", "write the demo's ledger to this file and keep it (for ledger report, ropa, datamap); it must not exist yet")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -92,6 +93,15 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	c.Service = "billing"
 	c.Ledger = filepath.Join(dir, "ledger.jsonl")
 	c.StateDir = filepath.Join(dir, "state")
+	if *keep != "" {
+		// A fresh file only: appending the demo to a real ledger would mix made-up
+		// disclosures into the record of real ones.
+		if _, err := os.Lstat(*keep); err == nil {
+			fmt.Fprintf(stderr, "proxy demo: --ledger %s exists; give a new file\n", *keep)
+			return exitUsage
+		}
+		c.Ledger = *keep
+	}
 	c.Consents = consentFile
 	c.UpstreamCA = []string{stub.CAFile}
 	for _, h := range demoHosts {
@@ -163,7 +173,10 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	fmt.Fprintln(stdout, "\nNext:")
 	fmt.Fprintln(stdout, "  go run ./cmd/proxy serve     # the proxy on the bundled policies")
 	fmt.Fprintln(stdout, "  go run ./cmd/proxy explain --url http://webinarco.zendesk.com/api/v2/tickets.json --purpose support --data @../shared/payloads/ticket.json")
-	fmt.Fprintln(stdout, "  go run ./cmd/proxy ledger report --subject u-123 --format html > report.html")
+	fmt.Fprintln(stdout, "  go run ./cmd/proxy demo --ledger demo.jsonl     # keep the demo's ledger, then:")
+	fmt.Fprintln(stdout, "  go run ./cmd/proxy ledger report --subject u-123 --for subject --company 'Webinar Co' --privacy-contact privacy@webinar-co.example demo.jsonl > report.html")
+	fmt.Fprintln(stdout, "  go run ./cmd/proxy ropa --company 'Webinar Co' --privacy-contact privacy@webinar-co.example demo.jsonl > ropa.html")
+	fmt.Fprintln(stdout, "  go run ./cmd/proxy datamap demo.jsonl > datamap.html")
 	return exitOK
 }
 

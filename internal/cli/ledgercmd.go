@@ -205,30 +205,11 @@ func queryRecords(fs *flag.FlagSet, f *ledger.Filter, since, until string, stder
 
 func ledgerReport(args []string, stdout, stderr io.Writer) int {
 	fs, f, since, until := queryFlags("ledger report", stderr)
-	format := fs.String("format", "html", "html, csv or json")
+	format := fs.String("format", "html", "html, csv, json or pdf (pdf needs Chromium)")
+	audience := fs.String("for", ledger.AudienceStaff, "staff (every technical detail) or subject (the letter for the person: plain words, needs --company and --privacy-contact)")
+	docs := addDocFlags(fs)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	recs, code := queryRecords(fs, f, *since, *until, stderr)
-	if code != exitOK {
-		return code
-	}
-	rep := ledger.BuildReport(recs, f.Subject, f.Since, f.Until)
-	var err error
-	switch *format {
-	case "html":
-		err = ledger.WriteHTML(stdout, rep)
-	case "csv":
-		err = ledger.WriteCSV(stdout, rep)
-	case "json":
-		err = ledger.WriteJSON(stdout, rep)
-	default:
-		fmt.Fprintf(stderr, "proxy ledger report: --format %q: want html, csv or json\n", *format)
-		return exitUsage
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "proxy ledger report:", err)
-		return exitFail
-	}
-	return exitOK
+	return reportDocument(fs, f, *since, *until, *format, *audience, docs, stdout, stderr)
 }

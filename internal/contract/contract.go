@@ -93,6 +93,27 @@ type Contract struct {
 	// Routes are the requests the vendor may receive; the first match wins.
 	Routes []Route `yaml:"routes"`
 
+	// What the data is, for the privacy office's documents (privacy.go). The policy never reads
+	// these keys; validation holds them to what the keys above let out.
+
+	// Labels say in plain words what a key the contract sends is ("merge_fields/FNAME": "first
+	// name"). Keys are those of Sends: field paths, "query:q", "header:h", "body:/glob".
+	Labels map[string]string `yaml:"labels,omitempty"`
+	// Categories file every key the contract sends that carries personal data under a data
+	// category (category id → keys).
+	Categories map[string][]string `yaml:"categories,omitempty"`
+	// NotPersonal lists the keys the contract sends that carry no personal data (the API key,
+	// content type, pagination).
+	NotPersonal []string `yaml:"not_personal,omitempty"`
+	// LegalBasis gives each purpose its lawful basis (GDPR Art. 6(1)): purpose → basis id.
+	LegalBasis map[string]string `yaml:"legal_basis,omitempty"`
+	// Country is where the vendor processes the data, ISO 3166-1 alpha-2 ("US").
+	Country string `yaml:"country,omitempty"`
+	// Transfer is the safeguard of a transfer outside the EEA: adequacy, scc, bcr, derogation.
+	Transfer string `yaml:"transfer,omitempty"`
+	// Retention says how long the vendor keeps the data, in words.
+	Retention string `yaml:"retention,omitempty"`
+
 	node *yaml.Node // the contract's mapping node, for line numbers; nil if built in code
 }
 

@@ -142,6 +142,7 @@ func (c *Contract) Validate() error {
 	for i, r := range c.NeedToKnow {
 		p.needToKnow(i, r, paths)
 	}
+	p.privacy()
 	return errors.Join(p.errs...)
 }
 

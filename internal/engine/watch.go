@@ -54,8 +54,10 @@ func (e *Engine) Watch(ctx context.Context, dir string, opt LoadOptions, report 
 		return fmt.Errorf("watch policies: %w", err)
 	}
 	const debounce = 150 * time.Millisecond
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	// One load once the watches are in place: an edit made between the
+	// caller's first load and now raised no event. An unchanged directory
+	// is skipped below by its revision.
+	timer := time.NewTimer(debounce)
 	for {
 		select {
 		case <-ctx.Done():
