@@ -1019,7 +1019,11 @@ func (l *Ledger) writable() error {
 		return nil
 	}
 	if err := l.recover(); err != nil {
-		l.fail(fmt.Errorf("ledger %s: still failed: %w", l.path, err))
+		if l.moved {
+			l.fail(fmt.Errorf("ledger %s: %w; still failed: %w", l.path, errMoved, err))
+		} else {
+			l.fail(fmt.Errorf("ledger %s: still failed: %w", l.path, err))
+		}
 		return l.failed
 	}
 	l.log.Info("ledger: writing again after a failure", "path", l.path, "seq", l.seq)
@@ -1102,10 +1106,28 @@ func (l *Ledger) recover() error {
 func (l *Ledger) rotate() {
 	name := RotatedName(l.path, l.seq)
 	if err := os.Rename(l.path, name); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			l.lost(errMoved) // deleted under us: relocate saves it
+			return
+		}
 		// Write at least an eighth of a file more before trying again, so a
 		// rename that keeps failing neither spins nor logs per record.
 		l.retryRot = l.wsize + max(l.maxBytes/8, 1)
 		l.log.Error("ledger: rotation failed; still writing to the current file", "path", l.path, "err", err)
+		return
+	}
+	if fi, err := os.Stat(name); err != nil || !os.SameFile(fi, l.fi) {
+		// The path named another file when it was renamed: ours was
+		// replaced just before. Put the stranger aside again; relocate
+		// saves our records from the open descriptor under this name.
+		if err == nil {
+			aside := replacedName(l.path)
+			if rerr := os.Rename(name, aside); rerr == nil {
+				l.log.Error("ledger: the ledger path named a file this writer did not write; moved it aside, untouched",
+					"path", l.path, "aside", aside)
+			}
+		}
+		l.lost(errMoved)
 		return
 	}
 	_ = l.f.Close() // fsync'd already; a close error changes nothing on disk

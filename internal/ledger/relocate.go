@@ -33,15 +33,7 @@ func (l *Ledger) checkPath(fi os.FileInfo) error {
 func (l *Ledger) watch() {
 	if l.failed == nil && l.f != nil {
 		if err := l.checkPath(l.fi); err != nil {
-			l.waitSync() // the in-flight fsync, if any, settles first
-			if l.failed == nil {
-				l.unacked = l.wsize - l.size
-				l.moved = true
-				l.fail(fmt.Errorf("ledger %s: %w", l.path, err))
-				l.lose(l.pending)
-				clear(l.pending)
-				l.pending = l.pending[:0]
-			}
+			l.lost(err)
 		}
 	}
 	if l.failed != nil && l.moved && len(l.retry) == 0 {
@@ -50,6 +42,26 @@ func (l *Ledger) watch() {
 	if l.cp != nil && l.failed == nil && l.seq > l.cpSeq && time.Since(l.cpTime) >= l.cpInterval {
 		l.postCheckpoint(false)
 	}
+}
+
+// lost enters the failed state because the path no longer names the open
+// file (err wraps errMoved): the records written but not yet acknowledged
+// are written again once relocate has started a new file.
+func (l *Ledger) lost(err error) {
+	l.waitSync() // the in-flight fsync, if any, settles first
+	if l.failed != nil {
+		return
+	}
+	l.unacked = l.wsize - l.size
+	l.moved = true
+	l.fail(fmt.Errorf("ledger %s: %w", l.path, err))
+	l.lose(l.pending)
+	clear(l.pending)
+	l.pending = l.pending[:0]
+}
+
+func replacedName(path string) string {
+	return fmt.Sprintf("%s.replaced-%d", path, time.Now().UnixNano())
 }
 
 // maybeCheckpoint asks for a checkpoint when CheckpointEvery records
@@ -94,7 +106,7 @@ func (l *Ledger) relocate() error {
 		}
 	}
 	if _, err := os.Lstat(l.path); err == nil {
-		aside := fmt.Sprintf("%s.replaced-%d", l.path, time.Now().UnixNano())
+		aside := replacedName(l.path)
 		if err := os.Rename(l.path, aside); err != nil {
 			return fmt.Errorf("move aside what replaced the ledger file: %w", err)
 		}
