@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -143,6 +144,7 @@ type proxyConfig struct {
 	NoReady    bool              // do not wait for /readyz (no valid policy expected)
 	NoHMACKey  bool              // run without --hmac-key-file
 	Env        []string          // more environment (KEY=VALUE)
+	StateDir   string            // --state-dir (the ledger's signing key); "" = a temp dir
 }
 
 // proxyProc is a running `proxy serve`.
@@ -207,6 +209,9 @@ func startProxy(t testing.TB, c proxyConfig) *proxyProc {
 		"--ledger", c.Ledger,
 		"--upstream-ca", c.Stub.CAFile,
 	}
+	if c.StateDir != "" {
+		args = append(args, "--state-dir", c.StateDir)
+	}
 	if !c.NoHMACKey {
 		key, err := filepath.Abs(hmacKeyFile)
 		if err != nil {
@@ -243,6 +248,11 @@ func startProxy(t testing.TB, c proxyConfig) *proxyProc {
 
 func launch(t testing.TB, c proxyConfig, args []string) *proxyProc {
 	t.Helper()
+	// Every serve keeps its signing key in a directory of its own, never
+	// in the package directory the tests run in.
+	if len(args) > 0 && args[0] == "serve" && !slices.Contains(args, "--state-dir") {
+		args = append(args, "--state-dir", filepath.Join(t.TempDir(), "state"))
+	}
 	cmd := exec.Command(proxyBin, args...)
 	cmd.Env = append(cleanEnv(), c.Env...)
 	stderr, err := cmd.StderrPipe()

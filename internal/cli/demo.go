@@ -91,6 +91,8 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	c.Listen, c.Admin = "127.0.0.1:0", ""
 	c.Service = "billing"
 	c.Ledger = filepath.Join(dir, "ledger.jsonl")
+	c.StateDir = filepath.Join(dir, "state") // a throwaway signing key, not the user's
+	c.LedgerCheckpoint = filepath.Join(dir, "checkpoint")
 	c.Consents = consentFile
 	c.UpstreamCA = []string{stub.CAFile}
 	for _, h := range demoHosts {

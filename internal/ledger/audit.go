@@ -139,7 +139,7 @@ func describeSource(c *Checkpoint, witness []byte) string {
 func loadCheckpoints(opt AuditOptions, ev *Evidence) ([]*Checkpoint, []LogEntry, error) {
 	open := func(msg []byte) (*Checkpoint, error) {
 		if len(opt.Verifiers) == 0 {
-			return readCheckpointUnverified(msg)
+			return ParseCheckpoint(msg)
 		}
 		var last error
 		for _, v := range opt.Verifiers {

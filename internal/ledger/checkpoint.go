@@ -110,10 +110,11 @@ func OpenCheckpoint(msg []byte, v note.Verifier) (*Checkpoint, error) {
 	return &c, nil
 }
 
-// readCheckpointUnverified parses a signed note without checking its
+// ParseCheckpoint parses a signed checkpoint without checking its
 // signature: for the writer reading back its own log (its key may have been
-// rotated since), never for a verifier.
-func readCheckpointUnverified(msg []byte) (*Checkpoint, error) {
+// rotated since), and for tools that check the signature later or not at
+// all and say so. A verifier uses OpenCheckpoint.
+func ParseCheckpoint(msg []byte) (*Checkpoint, error) {
 	_, err := note.Open(msg, nil)
 	var unv *note.UnverifiedNoteError
 	if !errors.As(err, &unv) {
@@ -144,7 +145,8 @@ func VerifierKey(skey string) (string, error) {
 	if _, err := note.NewSigner(skey); err != nil {
 		return "", fmt.Errorf("signer key: %w", err)
 	}
-	parts := strings.Split(skey, "+")
+	// SplitN: the base64 key may itself hold '+'.
+	parts := strings.SplitN(skey, "+", 5)
 	if len(parts) != 5 {
 		return "", errors.New("signer key: malformed")
 	}

@@ -40,7 +40,7 @@ func (l *Ledger) openTree() error {
 		}
 		return nil
 	}
-	cp, err := readCheckpointUnverified([]byte(e.Checkpoint))
+	cp, err := ParseCheckpoint([]byte(e.Checkpoint))
 	if err != nil {
 		return fmt.Errorf("checkpoint log %s: last entry: %w", logName, err)
 	}

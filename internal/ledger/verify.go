@@ -189,13 +189,23 @@ func (w *walker) next() (p position, line []byte, complete, tooLong bool, err er
 			if err != nil {
 				return position{}, nil, false, false, err
 			}
+			fi, err := f.Stat()
+			if err != nil {
+				_ = f.Close()
+				return position{}, nil, false, false, err
+			}
+			off := int64(0)
 			if w.i == 0 && w.offset > 0 {
-				if _, err := f.Seek(w.offset, io.SeekStart); err != nil {
+				off = w.offset
+				if _, err := f.Seek(off, io.SeekStart); err != nil {
 					_ = f.Close()
 					return position{}, nil, false, false, err
 				}
 			}
-			w.f, w.lr, w.line = f, newLineReader(f), 0
+			// Up to the size at open: a file that grows while it is read
+			// (the live ledger) is read as of then, and a device that never
+			// ends (a ledger symlinked to /dev/full) reads as empty.
+			w.f, w.lr, w.line = f, newLineReader(io.LimitReader(f, max(fi.Size()-off, 0))), 0
 		}
 		line, complete, tooLong, err = w.lr.next()
 		if errors.Is(err, io.EOF) {
