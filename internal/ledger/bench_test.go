@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -135,4 +136,53 @@ func mustMid(b *testing.B) []byte {
 		b.Fatal(err)
 	}
 	return mid
+}
+
+// BenchmarkOpen opens a signed ledger of about 40,000 records in 4 MiB
+// files: from its checkpoint log (the tree continues from the last
+// checkpoint's frontier) and, for comparison, without the log (the tree is
+// rebuilt from every record, as for a ledger written before checkpoints).
+func BenchmarkOpen(b *testing.B) {
+	skey, _, _ := GenerateKey()
+	s, _ := note.NewSigner(skey)
+	path := filepath.Join(b.TempDir(), "ledger.jsonl")
+	l := openT(b, path, Options{Signer: s, MaxBytes: 4 << 20, Now: time.Now})
+	for i := range 40_000 {
+		if err := l.Submit(testRecord(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		b.Fatal(err)
+	}
+	files, _ := Files(path)
+	b.Logf("%d files", len(files))
+	log := CheckpointLogName(path)
+	saved, err := os.ReadFile(log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mode := range []string{"from-checkpoint", "rebuild"} {
+		b.Run(mode, func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				if err := os.WriteFile(log, saved, 0o600); err != nil {
+					b.Fatal(err)
+				}
+				if mode == "rebuild" {
+					_ = os.Remove(log)
+				}
+				b.StartTimer()
+				l, err := Open(path, Options{Signer: s, Logger: quietLogger(nil)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := l.Close(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+	}
 }
