@@ -34,6 +34,7 @@ func benchModes(b *testing.B, run func(b *testing.B, l *Ledger)) {
 		}},
 	} {
 		b.Run(mode.name, func(b *testing.B) {
+			b.ReportAllocs()
 			dir := b.TempDir()
 			l := openT(b, filepath.Join(dir, "ledger.jsonl"), mode.opt(dir))
 			start := time.Now()

@@ -149,6 +149,7 @@ type Ledger struct {
 	tree       frontier
 	wtree      frontier
 	leaves     []tlog.Hash // scratch for commit
+	leafH      leafHasher
 	cpEvery    uint64
 	cpInterval time.Duration
 	cpSeq      uint64    // size of the last checkpoint asked for
@@ -845,7 +846,7 @@ func (l *Ledger) commit(batch []*request) {
 			r.mid = nil
 			line := buf[start:]
 			if l.cp != nil {
-				leaves = append(leaves, leafHash(line))
+				leaves = append(leaves, l.leafH.sum(line))
 			}
 			buf = append(buf, '\n')
 			seq, prev = seq+1, hashLine(line)
@@ -920,7 +921,9 @@ func (l *Ledger) startSync() {
 		return
 	}
 	l.syncing, l.pending = l.pending, l.syncing[:0]
-	l.target = syncPoint{size: l.wsize, seq: l.wseq, last: l.wlast}
+	// Field by field: assigning a whole syncPoint would drop the tree's
+	// buffer kept across fsyncs.
+	l.target.size, l.target.seq, l.target.last = l.wsize, l.wseq, l.wlast
 	if l.cp != nil {
 		// Copied into a buffer kept across fsyncs: one allocation per
 		// fsync showed in the proxy's per-request allocations.

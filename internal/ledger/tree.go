@@ -1,7 +1,9 @@
 package ledger
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"hash"
 	"math/bits"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -14,6 +16,29 @@ import (
 
 // leafHash is the tree leaf of one record line (without its newline).
 func leafHash(line []byte) tlog.Hash { return tlog.RecordHash(line) }
+
+// leafHasher is leafHash with one SHA-256 state reused: tlog.RecordHash
+// allocates one per call, which the writer would pay per record. Tests hold
+// it to tlog.RecordHash.
+type leafHasher struct {
+	h   hash.Hash
+	buf []byte
+}
+
+var leafPrefix = []byte{0x00} // RFC 6962: leaves are hashed after a zero byte
+
+func (lh *leafHasher) sum(line []byte) tlog.Hash {
+	if lh.h == nil {
+		lh.h = sha256.New()
+	}
+	lh.h.Reset()
+	lh.h.Write(leafPrefix)
+	lh.h.Write(line)
+	lh.buf = lh.h.Sum(lh.buf[:0]) // a local array would escape through the interface
+	var out tlog.Hash
+	copy(out[:], lh.buf)
+	return out
+}
 
 // frontier is the tree of n leaves reduced to what appending and the root
 // need: the hashes of its maximal complete subtrees, largest (leftmost)

@@ -27,11 +27,15 @@ func (m memHashes) ReadHashes(ix []int64) ([]tlog.Hash, error) {
 func TestFrontierMatchesTlog(t *testing.T) {
 	var f frontier
 	var store memHashes
+	var lh leafHasher
 	for n := int64(0); n < 600; n++ {
 		if got, _ := tlog.TreeHash(n, store); f.root() != got {
 			t.Fatalf("size %d: root %v, tlog %v", n, f.root(), got)
 		}
 		data := fmt.Appendf(nil, "record %d", n)
+		if got := lh.sum(data); got != tlog.RecordHash(data) {
+			t.Fatalf("leafHasher differs from tlog.RecordHash at %d", n)
+		}
 		hs, err := tlog.StoredHashes(n, data, store)
 		if err != nil {
 			t.Fatal(err)
