@@ -109,6 +109,15 @@ func rechain(t testing.TB, files []string) {
 
 func TestCheckpointsVerify(t *testing.T) {
 	s, v := testKey(t)
+	t.Run("empty ledger", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "ledger.jsonl")
+		if err := openT(t, path, Options{Signer: s}).Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, ev := audit(t, path, "", v); !ev.OK || ev.Latest == nil || ev.Latest.Size != 0 || ev.Checked != 1 {
+			t.Fatalf("evidence of an empty signed ledger: %+v", ev)
+		}
+	})
 	path, witness := evidenceLedger(t, s, 40)
 	res, ev := audit(t, path, witness, v)
 	if !res.OK || !ev.OK {
