@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -147,6 +148,7 @@ type proxyConfig struct {
 	NoHMACKey  bool              // run without --hmac-key-file
 	Env        []string          // more environment (KEY=VALUE)
 	Extproc    bool              // run `proxy extproc` instead of serve (Egress is then its gRPC address)
+	StateDir   string            // --state-dir (the ledger's signing key, the drop-in CA); "" = a temp dir
 }
 
 // proxyProc is a running `proxy serve`.
@@ -204,7 +206,10 @@ func startProxy(t testing.TB, c proxyConfig) *proxyProc {
 	if c.Ledger == "" {
 		c.Ledger = filepath.Join(dir, "ledger.jsonl")
 	}
-	stateDir := filepath.Join(dir, "state")
+	stateDir := c.StateDir
+	if stateDir == "" {
+		stateDir = filepath.Join(dir, "state")
+	}
 	cmd := "serve"
 	if c.Extproc {
 		cmd = "extproc"
@@ -259,6 +264,11 @@ func (p *proxyProc) CAFile() string { return filepath.Join(p.StateDir, "ca.crt")
 
 func launch(t testing.TB, c proxyConfig, args []string) *proxyProc {
 	t.Helper()
+	// Every serve keeps its signing key in a directory of its own, never
+	// in the package directory the tests run in.
+	if len(args) > 0 && args[0] == "serve" && !slices.Contains(args, "--state-dir") {
+		args = append(args, "--state-dir", filepath.Join(t.TempDir(), "state"))
+	}
 	cmd := exec.Command(proxyBin, args...)
 	cmd.Env = append(cleanEnv(), c.Env...)
 	stderr, err := cmd.StderrPipe()

@@ -6,48 +6,58 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pare-dev/pare/internal/ledger"
 )
 
 // Config is the serve configuration: a YAML file (--config) whose keys match
 // the flags; flags given on the command line override it.
 type Config struct {
-	Listen            string        `yaml:"listen"`
-	Admin             string        `yaml:"admin"`
-	Policies          string        `yaml:"policies"` // "" = the bundled policies
-	Service           string        `yaml:"service"`
-	Ledger            string        `yaml:"ledger"`
-	LedgerMaxBytes    ByteSize      `yaml:"ledger_max_bytes"`
-	HMACKeyFile       string        `yaml:"hmac_key_file"`
-	Resolve           []string      `yaml:"resolve"`
-	UpstreamCA        []string      `yaml:"upstream_ca"`
-	MaxBody           ByteSize      `yaml:"max_body"`
-	MaxBodyMemory     ByteSize      `yaml:"max_body_memory"`
-	DryRun            bool          `yaml:"dry_run"`
-	Consents          string        `yaml:"consents"`    // consents file
-	ConsentURL        string        `yaml:"consent_url"` // consent service
-	ConsentTTL        time.Duration `yaml:"consent_ttl"`
-	LogFormat         string        `yaml:"log_format"`
-	LogLevel          string        `yaml:"log_level"`
-	MaxConnsPerVendor int           `yaml:"max_conns_per_vendor"`
-	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
-	ReadTimeout       time.Duration `yaml:"read_timeout"`
-	WriteTimeout      time.Duration `yaml:"write_timeout"`
-	IdleTimeout       time.Duration `yaml:"idle_timeout"`
-	UpstreamTimeout   time.Duration `yaml:"upstream_timeout"`
-	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
-	MaxHeaderBytes    ByteSize      `yaml:"max_header_bytes"`
-	GCPercent         int           `yaml:"gc_percent"`
-	MinBodyRate       ByteSize      `yaml:"min_body_rate"`
-	BodyWait          time.Duration `yaml:"body_wait"`
-	MaxConns          int           `yaml:"max_conns"`
+	Listen         string   `yaml:"listen"`
+	Admin          string   `yaml:"admin"`
+	Policies       string   `yaml:"policies"` // "" = the bundled policies
+	Service        string   `yaml:"service"`
+	Ledger         string   `yaml:"ledger"`
+	LedgerMaxBytes ByteSize `yaml:"ledger_max_bytes"`
+	// StateDir keeps what the sidecar generates once and must keep: the
+	// ledger's signing key and the drop-in CA.
+	StateDir           string        `yaml:"state_dir"`
+	LedgerKey          string        `yaml:"ledger_key"`        // "" = StateDir/ledger.key, created on first start
+	LedgerCheckpoint   string        `yaml:"ledger_checkpoint"` // witness file: every checkpoint, outside the ledger directory
+	CheckpointEvery    int           `yaml:"checkpoint_every"`
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	HMACKeyFile        string        `yaml:"hmac_key_file"`
+	Resolve            []string      `yaml:"resolve"`
+	UpstreamCA         []string      `yaml:"upstream_ca"`
+	MaxBody            ByteSize      `yaml:"max_body"`
+	MaxBodyMemory      ByteSize      `yaml:"max_body_memory"`
+	DryRun             bool          `yaml:"dry_run"`
+	Consents           string        `yaml:"consents"`    // consents file
+	ConsentURL         string        `yaml:"consent_url"` // consent service
+	ConsentTTL         time.Duration `yaml:"consent_ttl"`
+	LogFormat          string        `yaml:"log_format"`
+	LogLevel           string        `yaml:"log_level"`
+	MaxConnsPerVendor  int           `yaml:"max_conns_per_vendor"`
+	ReadHeaderTimeout  time.Duration `yaml:"read_header_timeout"`
+	ReadTimeout        time.Duration `yaml:"read_timeout"`
+	WriteTimeout       time.Duration `yaml:"write_timeout"`
+	IdleTimeout        time.Duration `yaml:"idle_timeout"`
+	UpstreamTimeout    time.Duration `yaml:"upstream_timeout"`
+	ShutdownTimeout    time.Duration `yaml:"shutdown_timeout"`
+	MaxHeaderBytes     ByteSize      `yaml:"max_header_bytes"`
+	GCPercent          int           `yaml:"gc_percent"`
+	MinBodyRate        ByteSize      `yaml:"min_body_rate"`
+	BodyWait           time.Duration `yaml:"body_wait"`
+	MaxConns           int           `yaml:"max_conns"`
 
-	// Drop-in mode (HTTPS_PROXY and the transparent listener).
-	StateDir    string   `yaml:"state_dir"`
+	// Drop-in mode (HTTPS_PROXY and the transparent listener); the CA lives
+	// in StateDir unless CACert and CAKey name one.
 	DropIn      bool     `yaml:"drop_in"`
 	CACert      string   `yaml:"ca_cert"`
 	CAKey       string   `yaml:"ca_key"`
@@ -84,29 +94,31 @@ func defaultConfigFor(mode string) Config {
 
 func defaultConfig() Config {
 	return Config{
-		Listen:            "127.0.0.1:15001",
-		Admin:             "127.0.0.1:15000",
-		Ledger:            "pare-ledger.jsonl",
-		LedgerMaxBytes:    64 << 20,
-		MaxBody:           10 << 20,
-		MaxBodyMemory:     256 << 20,
-		ConsentTTL:        30 * time.Second,
-		LogFormat:         "text",
-		LogLevel:          "info",
-		MaxConnsPerVendor: 256,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      120 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		UpstreamTimeout:   30 * time.Second,
-		ShutdownTimeout:   20 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		GCPercent:         defaultGCPercent,
-		MinBodyRate:       64 << 10,
-		BodyWait:          10 * time.Second,
-		MaxConns:          4096,
-		StateDir:          "pare-state",
-		DropIn:            true,
+		Listen:             "127.0.0.1:15001",
+		Admin:              "127.0.0.1:15000",
+		Ledger:             "pare-ledger.jsonl",
+		LedgerMaxBytes:     64 << 20,
+		StateDir:           "pare-state",
+		CheckpointEvery:    ledger.DefaultCheckpointEvery,
+		CheckpointInterval: ledger.DefaultCheckpointInterval,
+		MaxBody:            10 << 20,
+		MaxBodyMemory:      256 << 20,
+		ConsentTTL:         30 * time.Second,
+		LogFormat:          "text",
+		LogLevel:           "info",
+		MaxConnsPerVendor:  256,
+		ReadHeaderTimeout:  10 * time.Second,
+		ReadTimeout:        60 * time.Second,
+		WriteTimeout:       120 * time.Second,
+		IdleTimeout:        120 * time.Second,
+		UpstreamTimeout:    30 * time.Second,
+		ShutdownTimeout:    20 * time.Second,
+		MaxHeaderBytes:     64 << 10,
+		GCPercent:          defaultGCPercent,
+		MinBodyRate:        64 << 10,
+		BodyWait:           10 * time.Second,
+		MaxConns:           4096,
+		DropIn:             true,
 	}
 }
 
@@ -139,6 +151,18 @@ func (c *Config) validate() error {
 	if c.Ledger == "" {
 		errs = append(errs, errors.New("ledger is empty: every disclosure must be recorded"))
 	}
+	if c.StateDir == "" && c.LedgerKey == "" {
+		errs = append(errs, errors.New("state_dir is empty and no ledger_key is given: the ledger's checkpoints need a signing key"))
+	}
+	if c.CheckpointEvery <= 0 {
+		errs = append(errs, fmt.Errorf("checkpoint_every %d: want a positive number of records", c.CheckpointEvery))
+	}
+	if c.CheckpointInterval <= 0 {
+		errs = append(errs, fmt.Errorf("checkpoint_interval %s: want a positive duration", c.CheckpointInterval))
+	}
+	if c.LedgerCheckpoint != "" && c.LedgerCheckpoint == c.Ledger {
+		errs = append(errs, errors.New("ledger_checkpoint must not be the ledger file"))
+	}
 	if c.MaxBody <= 0 {
 		errs = append(errs, errors.New("max_body must be positive"))
 	}
@@ -164,6 +188,16 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("gc_percent %d: want 0 (the runtime's default) or more", c.GCPercent))
 	}
 	return errors.Join(errs...)
+}
+
+// ledgerKeyFile is the signing key's name in the state directory.
+const ledgerKeyFile = "ledger.key"
+
+func (c *Config) ledgerKeyPath() string {
+	if c.LedgerKey != "" {
+		return c.LedgerKey
+	}
+	return filepath.Join(c.StateDir, ledgerKeyFile)
 }
 
 // ByteSize is a size in bytes that also reads "10MiB", "512KiB", "1GiB".

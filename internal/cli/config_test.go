@@ -58,6 +58,17 @@ func TestConfigFile(t *testing.T) {
 			}
 		}},
 		{name: "company on two lines", yaml: "company_name: \"Webinar\\nCo\"\n", err: "one line each"},
+		{name: "ledger checkpoints", yaml: "state_dir: /var/lib/pare/state\nledger_checkpoint: /witness/cp\ncheckpoint_every: 100\ncheckpoint_interval: 2s\n",
+			check: func(t *testing.T, c Config) {
+				if c.ledgerKeyPath() != "/var/lib/pare/state/ledger.key" || c.LedgerCheckpoint != "/witness/cp" ||
+					c.CheckpointEvery != 100 || c.CheckpointInterval != 2*time.Second {
+					t.Errorf("config = %+v", c)
+				}
+			}},
+		{name: "no state dir and no key", yaml: "state_dir: \"\"\n", err: "signing key"},
+		{name: "checkpoint_every 0", yaml: "checkpoint_every: 0\n", err: "checkpoint_every"},
+		{name: "checkpoint_interval 0", yaml: "checkpoint_interval: 0s\n", err: "checkpoint_interval"},
+		{name: "witness is the ledger", yaml: "ledger: l.jsonl\nledger_checkpoint: l.jsonl\n", err: "must not be the ledger"},
 		{name: "gc_percent", yaml: "gc_percent: 150\n", check: func(t *testing.T, c Config) {
 			if c.GCPercent != 150 {
 				t.Errorf("gc_percent = %d", c.GCPercent)

@@ -92,7 +92,8 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	c.Listen, c.Admin = "127.0.0.1:0", ""
 	c.Service = "billing"
 	c.Ledger = filepath.Join(dir, "ledger.jsonl")
-	c.StateDir = filepath.Join(dir, "state")
+	c.StateDir = filepath.Join(dir, "state") // a throwaway signing key, not the user's
+	c.LedgerCheckpoint = filepath.Join(dir, "checkpoint")
 	if *keep != "" {
 		// A fresh file only: appending the demo to a real ledger would mix made-up
 		// disclosures into the record of real ones.

@@ -116,7 +116,7 @@ func writePDF(ctx context.Context, w io.Writer, html []byte) error {
 
 // reportDocument is `ledger report`: the disclosures about one person, for staff or for the
 // person.
-func reportDocument(fs *flag.FlagSet, f *ledger.Filter, since, until, format, audience string, docs *docFlags, stdout, stderr io.Writer) int {
+func reportDocument(fs *flag.FlagSet, f *ledger.Filter, since, until, format, audience string, docs *docFlags, evf *evidenceFlags, stdout, stderr io.Writer) int {
 	fail := func(code int, err error) int {
 		fmt.Fprintf(stderr, "proxy %s: %v\n", fs.Name(), err)
 		return code
@@ -148,6 +148,16 @@ func reportDocument(fs *flag.FlagSet, f *ledger.Filter, since, until, format, au
 	files, err := ledgerFiles(fs.Args(), set.ledger)
 	if err != nil {
 		return fail(exitUsage, err)
+	}
+	// A report answers only from a ledger that verifies, against its
+	// signed checkpoints (and the witness, when one is given).
+	opt, err := evf.options(fs.Args())
+	if err != nil {
+		return fail(exitUsage, err)
+	}
+	if _, _, code := audit(fs.Name(), files, opt, true, stderr); code != exitOK {
+		fmt.Fprintf(stderr, "proxy %s: the ledger does not verify; no answer is given from it\n", fs.Name())
+		return code
 	}
 	now := time.Now().UTC()
 	if f.Since, f.Until, err = period(files, f.Since, f.Until, now); err != nil {

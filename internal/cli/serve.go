@@ -39,6 +39,11 @@ func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.StringVar(&c.Service, "service", c.Service, "this workload's service name (input.source.service)")
 	fs.StringVar(&c.Ledger, "ledger", c.Ledger, "disclosure ledger file")
 	fs.Var(&c.LedgerMaxBytes, "ledger-max-bytes", "rotate the ledger at this size")
+	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory for what the sidecar generates once and keeps (the ledger's signing key)")
+	fs.StringVar(&c.LedgerKey, "ledger-key", c.LedgerKey, "ledger checkpoint signing key (default STATE-DIR/"+ledgerKeyFile+", created on first start)")
+	fs.StringVar(&c.LedgerCheckpoint, "ledger-checkpoint", c.LedgerCheckpoint, "witness file replaced by every signed checkpoint: put it on another volume than the ledger")
+	fs.IntVar(&c.CheckpointEvery, "checkpoint-every", c.CheckpointEvery, "sign a ledger checkpoint after this many records")
+	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", c.CheckpointInterval, "sign a ledger checkpoint at least this often while records arrive")
 	fs.StringVar(&c.HMACKeyFile, "hmac-key-file", c.HMACKeyFile, "file holding the master key for hmac transforms (default: random per process)")
 	fs.Var((*listFlag)(&c.Resolve), "resolve", "HOST:PORT:ADDR — send that vendor's traffic to ADDR (repeatable; the TLS name checked stays HOST)")
 	fs.Var((*listFlag)(&c.UpstreamCA), "upstream-ca", "PEM file of extra CA certificates to trust for vendors (repeatable)")
@@ -197,9 +202,22 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 		Buckets: prometheus.ExponentialBuckets(25e-6, 2, 14), // 25 µs to 200 ms
 	})
 	reg.MustRegister(fsyncSeconds)
+	signer, vkey, created, err := ledger.LoadOrCreateKey(c.ledgerKeyPath())
+	if err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	if created {
+		log.Warn("ledger signing key created: give its public key to whoever verifies the ledger ('proxy ledger pubkey')",
+			"key_file", c.ledgerKeyPath(), "pubkey", vkey)
+	}
+	if c.LedgerCheckpoint == "" {
+		log.Warn("no --ledger-checkpoint: signed checkpoints are kept beside the ledger and served on the admin listener only")
+	}
 	led, err := ledger.Open(c.Ledger, ledger.Options{
 		MaxBytes: int64(c.LedgerMaxBytes), Logger: log,
 		ObserveSync: func(d time.Duration) { fsyncSeconds.Observe(d.Seconds()) },
+		Signer:      signer, CheckpointEvery: c.CheckpointEvery, CheckpointInterval: c.CheckpointInterval,
+		WitnessPath: c.LedgerCheckpoint,
 	})
 	if err != nil {
 		return fmt.Errorf("ledger: %w", err)
@@ -222,6 +240,27 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 			Namespace: "pare", Subsystem: "ledger", Name: "rotations_total",
 			Help: "Ledger files rotated by size.",
 		}, func() float64 { return float64(led.Stats().Rotations) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "pare", Subsystem: "ledger", Name: "relocations_total",
+			Help: "New ledger files started because the file was deleted, renamed or replaced under the proxy (its records were saved).",
+		}, func() float64 { return float64(led.Stats().Relocations) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "pare", Subsystem: "ledger", Name: "checkpoints_total",
+			Help: "Signed ledger checkpoints written.",
+		}, func() float64 { return float64(led.Stats().Checkpoints) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "pare", Subsystem: "ledger", Name: "checkpoint_errors_total",
+			Help: "Ledger checkpoints that could not be written to the checkpoint log or the witness file.",
+		}, func() float64 { return float64(led.Stats().CheckpointErrors) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "pare", Subsystem: "ledger", Name: "checkpoint_records",
+			Help: "Records covered by the latest signed checkpoint (compare with records_total to see what is not yet signed).",
+		}, func() float64 {
+			if cp := led.Checkpoint(); cp != nil {
+				return float64(cp.Size)
+			}
+			return 0
+		}),
 	)
 
 	var src consent.Source
@@ -354,7 +393,7 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 			return fmt.Errorf("admin listener: %w", err)
 		}
 		adminAddr = adminLn.Addr().String()
-		admin := &http.Server{Handler: proxy.AdminHandler(eng, reg), ReadHeaderTimeout: 5 * time.Second}
+		admin := &http.Server{Handler: ledgerAdmin(led, proxy.AdminHandler(eng, reg)), ReadHeaderTimeout: 5 * time.Second}
 		fronts = append(fronts, httpFront("admin", adminLn, admin))
 	}
 	errc := make(chan error, len(fronts))
@@ -370,7 +409,7 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 		return ""
 	}
 	log.Info("pare listening", "egress", addr("egress"), "extproc", addr("extproc"), "admin", adminAddr,
-		"transparent", addr("transparent"), "service", c.Service, "ledger", c.Ledger, "dry_run", c.DryRun)
+		"transparent", addr("transparent"), "service", c.Service, "ledger", c.Ledger, "ledger_origin", led.Origin(), "dry_run", c.DryRun)
 	if ready != nil {
 		ready(fronts[0].addr, adminAddr)
 	}
@@ -524,4 +563,36 @@ func policyHosts(pol *engine.Policy) []string {
 		hosts = append(hosts, hs...)
 	}
 	return hosts
+}
+
+// ledgerAdmin puts the ledger on the admin listener in front of next: the
+// latest signed checkpoint at /debug/ledger/checkpoint (a witness anyone
+// with admin access can keep), and /readyz answering 503 while the ledger
+// cannot write — every disclosure is refused then, so the sidecar is not
+// ready. Everything else goes to next.
+func ledgerAdmin(led *ledger.Ledger, next http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", next)
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := led.Err(); err != nil {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			// The error names the ledger path, nothing of any record.
+			fmt.Fprintf(w, "ledger unavailable: %v\n", err)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+	mux.HandleFunc("GET /debug/ledger/checkpoint", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		cp := led.Checkpoint()
+		if cp == nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("no checkpoint written yet\n"))
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(cp.Note)
+	})
+	return mux
 }

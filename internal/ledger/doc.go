@@ -39,6 +39,50 @@
 //   - One writer per ledger: Open takes an exclusive lock on "<path>.lock" so
 //     two processes cannot fork the chain.
 //
+// # Checkpoints: the ledger as evidence
+//
+// The chain cannot show records cut off its end, an oldest file deleted, or
+// a record rewritten with every later prev recomputed: nothing outside the
+// files commits to them. With [Options.Signer] the writer also keeps the
+// records' Merkle tree (RFC 6962/9162 as golang.org/x/mod/sumdb/tlog builds
+// it: leaf = tlog.RecordHash of the record's line) and signs [Checkpoint]s
+// — C2SP tlog-checkpoints in the signed-note format (Ed25519), origin
+// OriginPrefix plus an instance id generated with the ledger's first
+// checkpoint — every CheckpointEvery records or CheckpointInterval, at each
+// rotation and at Close, covering durable records only. Each goes to the
+// checkpoint log beside the ledger (CheckpointLogName, JSON lines, see
+// [LogEntry]) and replaces the witness file (Options.WitnessPath); the
+// latest is [Ledger.Checkpoint]. [Audit] recomputes every checkpoint's root
+// from the records; [Prove] and [CheckProof] give and check the inclusion
+// proof of one record.
+//
+// Where the tree lives: in memory only its frontier (the roots of its
+// complete subtrees, at most 64 hashes); every log entry stores the
+// frontier at its size and where its last record ends, so Open reads only
+// the records after the last checkpoint, whatever the ledger's size, and
+// rebuilds from the first record only when the log is missing or does not
+// match. Proofs recompute the hashes they need from the records (a pass
+// over the files, as Verify makes). Because every rotation writes an entry,
+// the files that remain after older ones are deleted (retention, once
+// shipped) can still be held to the checkpoints and proved from the entry
+// at their first record: Audit then reports missing_start with "the
+// records that remain match". Open refuses a ledger whose last checkpoint
+// covers more records than its files hold: writing on would sign a second
+// history under seq numbers already signed.
+//
+// # When the file goes away
+//
+// The writer checks, after every fsync, every watchEvery (200 ms) and
+// after each rotation's rename, that its path still names the file it has
+// open. When it does not (deleted, renamed, replaced), no record of that
+// fsync is acknowledged and the ledger fails (Append refused, Err set),
+// then relocates: it copies the acknowledged bytes from the open descriptor
+// to the rotated name (path.<seq>), moves whatever now sits at the path
+// aside (path.replaced-<ns>), takes the lock again if its file went too,
+// and continues the chain and the tree in a new file, writing again the
+// records it had not acknowledged. Until that works (the directory is
+// gone, say) it stays failed and retries.
+//
 // # What a record never holds
 //
 // A record names fields (paths such as "customer/email"), never their values:

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 )
 
 // durTracker injects faults under the writer and remembers, per file
@@ -77,11 +79,27 @@ func (f *durFile) Sync() error {
 // failure reproduces.)
 func TestDurabilityUnderRandomFaults(t *testing.T) {
 	for iter := 0; iter < 12; iter++ {
-		t.Run(fmt.Sprint(iter), func(t *testing.T) { stressOnce(t, int64(iter)) })
+		t.Run(fmt.Sprint(iter), func(t *testing.T) { stressOnce(t, int64(iter), nil) })
 	}
 }
 
-func stressOnce(t *testing.T, seed int64) {
+// TestDurabilityUnderRandomFaultsSigned is the same with checkpoints: the
+// tree the writer keeps must stay the tree of what is on disk through every
+// failure, recovery and rotation — every checkpoint verifies after the
+// crash, and the writer reopens on it.
+func TestDurabilityUnderRandomFaultsSigned(t *testing.T) {
+	s, v := testKey(t)
+	for iter := 0; iter < 6; iter++ {
+		t.Run(fmt.Sprint(iter), func(t *testing.T) { stressOnce(t, int64(100+iter), &stressKey{s, v}) })
+	}
+}
+
+type stressKey struct {
+	s note.Signer
+	v note.Verifier
+}
+
+func stressOnce(t *testing.T, seed int64, key *stressKey) {
 	dir := t.TempDir()
 	path := dir + "/ledger.jsonl"
 	d := &durTracker{durable: map[uint64]int64{}, pWrite: 0.02, pSync: 0.03, rnd: rand.New(rand.NewSource(seed))}
@@ -97,7 +115,11 @@ func stressOnce(t *testing.T, seed int64) {
 		}
 		return &durFile{File: of.(*os.File), d: d}, nil
 	}
-	l := openT(t, path, Options{openFile: open, MaxBytes: 8000, MaxBatch: 8})
+	opt := Options{openFile: open, MaxBytes: 8000, MaxBatch: 8}
+	if key != nil {
+		opt.Signer, opt.CheckpointEvery = key.s, 5
+	}
+	l := openT(t, path, opt)
 	var acked sync.Map
 	var nAck, nFail atomic.Int64
 	var wg sync.WaitGroup
@@ -158,12 +180,21 @@ func stressOnce(t *testing.T, seed int64) {
 		of.Close()
 	}
 	// reopen cuts torn tails
-	l2, err := Open(path, Options{Logger: quietLogger(nil)})
+	opt2 := Options{Logger: quietLogger(nil)}
+	if key != nil {
+		opt2.Signer = key.s
+	}
+	l2, err := Open(path, opt2)
 	if err != nil {
 		t.Fatalf("reopen: %v", err)
 	}
 	l2.Close()
 	res := mustVerify(t, path)
+	if key != nil {
+		if _, ev := audit(t, path, "", key.v); !ev.OK || ev.Checked < 2 {
+			t.Errorf("checkpoints after the faults and the crash: %+v", ev)
+		}
+	}
 	if res.LastSeq < hs {
 		t.Errorf("head %d > last durable seq %d", hs, res.LastSeq)
 	}

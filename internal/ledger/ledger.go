@@ -16,13 +16,23 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // Defaults for [Options].
 const (
-	DefaultMaxBytes = 64 << 20
-	DefaultMaxBatch = 1024
+	DefaultMaxBytes           = 64 << 20
+	DefaultMaxBatch           = 1024
+	DefaultCheckpointEvery    = 10000
+	DefaultCheckpointInterval = 5 * time.Second
 )
+
+// watchEvery is how often the writer checks that its path still names the
+// file it has open, and retries a failed ledger: well within the second in
+// which a deleted, renamed or replaced file must be noticed.
+const watchEvery = 200 * time.Millisecond
 
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("ledger: closed")
@@ -46,6 +56,23 @@ type Options struct {
 	// (from the syncer goroutine): disk latency is what a durable ledger
 	// adds to each request, so operators need to see it.
 	ObserveSync func(time.Duration)
+
+	// Signer signs checkpoints. With it the writer keeps the records'
+	// Merkle tree and writes a signed [Checkpoint] every CheckpointEvery
+	// records or CheckpointInterval, at each rotation and at Close, to the
+	// checkpoint log beside the ledger (CheckpointLogName) and to
+	// WitnessPath. nil: the hash chain only, no checkpoints.
+	Signer note.Signer
+	// CheckpointEvery: checkpoint once this many records became durable
+	// since the last one. Default DefaultCheckpointEvery.
+	CheckpointEvery int
+	// CheckpointInterval: checkpoint at least this often while records
+	// arrive (none while idle). Default DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
+	// WitnessPath, when set, is replaced by every checkpoint's signed note:
+	// a copy of the latest checkpoint outside the ledger directory, ideally
+	// on a volume the ledger's owner cannot rewrite.
+	WitnessPath string
 
 	// openFile is the seam through which tests put a failing file under the
 	// writer. Default openLedgerFile.
@@ -75,6 +102,11 @@ type Stats struct {
 	WriteErrors uint64 // failed writes, fsyncs and recoveries
 	Rotations   uint64
 	TornTails   uint64 // torn last lines removed by Open
+	// Relocations counts new segments started because the path no longer
+	// named the open file (deleted, renamed or replaced under the writer).
+	Relocations      uint64
+	Checkpoints      uint64 // checkpoints written to the checkpoint log
+	CheckpointErrors uint64 // checkpoints that could not be written (log or witness)
 }
 
 // Ledger appends records to a hash-chained file. It is safe for concurrent
@@ -88,6 +120,7 @@ type Ledger struct {
 	now      func() time.Time
 	open     func(string) (file, error)
 	unlock   func() error
+	lockFI   os.FileInfo // identity of the lock file we hold
 
 	observeSync func(time.Duration)
 
@@ -107,6 +140,20 @@ type Ledger struct {
 	failed   error  // non-nil while the ledger cannot write
 	buf      []byte
 	closeErr error
+	fi       os.FileInfo // identity of f: the path must keep naming it
+	moved    bool        // the failure is that the path no longer names f
+
+	// The records' Merkle tree (nil cp: not kept): tree is the durable
+	// state, wtree the written end, like size and wsize.
+	cp         *checkpointer
+	tree       frontier
+	wtree      frontier
+	leaves     []tlog.Hash // scratch for commit
+	leafH      leafHasher
+	cpEvery    uint64
+	cpInterval time.Duration
+	cpSeq      uint64    // size of the last checkpoint asked for
+	cpTime     time.Time // when it was asked for
 
 	// The written end of the file, ahead of size/seq/last while records
 	// wait for an fsync (see run).
@@ -118,7 +165,7 @@ type Ledger struct {
 	syncing  []*request // covered by the fsync in flight
 	target   syncPoint  // what the fsync in flight makes durable
 	inflight bool
-	syncReq  chan file
+	syncReq  chan syncJob
 	syncRes  chan error
 
 	// headMu guards the copy of the chain head that Head reads.
@@ -132,6 +179,7 @@ type Ledger struct {
 	writeErrs  atomic.Uint64
 	rotations  atomic.Uint64
 	tornTails  atomic.Uint64
+	relocs     atomic.Uint64
 }
 
 // syncPoint is the end of the file an fsync makes durable.
@@ -139,7 +187,19 @@ type syncPoint struct {
 	size int64
 	seq  uint64
 	last string
+	tree frontier // when the tree is kept
 }
+
+// syncJob is what the syncer fsyncs: the file and the identity the path
+// must still have once the fsync returned.
+type syncJob struct {
+	f  file
+	fi os.FileInfo
+}
+
+// errMoved fails records whose file the ledger's path no longer names: they
+// are durable in a file nobody will find.
+var errMoved = errors.New("the ledger path no longer names the open file (deleted, renamed or replaced)")
 
 type request struct {
 	rec  Record
@@ -189,14 +249,34 @@ func Open(path string, opt Options) (*Ledger, error) {
 		l.open = openLedgerFile
 	}
 
-	unlock, err := lockFile(path + ".lock")
+	unlock, lockFI, err := lockFile(path + ".lock")
 	if err != nil {
 		return nil, fmt.Errorf("ledger %s: %w", path, err)
 	}
-	l.unlock = unlock
+	l.unlock, l.lockFI = unlock, lockFI
 	if err := l.openTail(); err != nil {
 		_ = unlock()
 		return nil, fmt.Errorf("ledger %s: %w", path, err)
+	}
+	if opt.Signer != nil {
+		l.cpEvery = uint64(opt.CheckpointEvery)
+		if opt.CheckpointEvery <= 0 {
+			l.cpEvery = DefaultCheckpointEvery
+		}
+		l.cpInterval = opt.CheckpointInterval
+		if l.cpInterval <= 0 {
+			l.cpInterval = DefaultCheckpointInterval
+		}
+		l.cp = &checkpointer{signer: opt.Signer, logPath: CheckpointLogName(path), witness: opt.WitnessPath,
+			log: l.log, now: l.now, written: -1, wake: make(chan struct{}, 1), done: make(chan struct{})}
+		if err := l.openTree(); err != nil {
+			_ = l.f.Close()
+			_ = unlock()
+			return nil, fmt.Errorf("ledger %s: %w", path, err)
+		}
+		l.wtree = l.tree.clone()
+		l.cpSeq, l.cpTime = l.seq, time.Now()
+		go l.cp.run()
 	}
 	l.setHead()
 	l.wsize, l.wseq, l.wlast = l.size, l.seq, l.last
@@ -247,7 +327,7 @@ func (l *Ledger) openTail() error {
 			"path", l.path, "offset", end, "bytes", size-end)
 		size = end
 	}
-	l.f, l.size = f, size
+	l.f, l.size, l.fi = f, size, fi
 	if line != nil {
 		seq, err := parseSeq(line)
 		if err != nil {
@@ -529,13 +609,37 @@ func (l *Ledger) Err() error {
 
 // Stats returns the counters.
 func (l *Ledger) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Records:     l.records.Load(),
 		Batches:     l.batches.Load(),
 		WriteErrors: l.writeErrs.Load(),
 		Rotations:   l.rotations.Load(),
 		TornTails:   l.tornTails.Load(),
+		Relocations: l.relocs.Load(),
 	}
+	if l.cp != nil {
+		st.Checkpoints, st.CheckpointErrors = l.cp.count.Load(), l.cp.errs.Load()
+	}
+	return st
+}
+
+// Checkpoint returns the latest checkpoint written to the checkpoint log,
+// or nil when the ledger keeps none (no Signer).
+func (l *Ledger) Checkpoint() *Checkpoint {
+	if l.cp == nil {
+		return nil
+	}
+	return l.cp.latest.Load()
+}
+
+// Origin is the origin line of the ledger's checkpoints: OriginPrefix and
+// the instance id stored in its checkpoint log ("" without a Signer).
+// It names this ledger wherever its records and checkpoints are shipped.
+func (l *Ledger) Origin() string {
+	if l.cp == nil {
+		return ""
+	}
+	return l.cp.origin
 }
 
 // Head returns the seq and hash of the last durable record. Exporting the
@@ -565,6 +669,9 @@ func (l *Ledger) Close() error {
 	l.mu.Unlock()
 	close(l.reqs)
 	<-l.done
+	if l.cp != nil {
+		l.cp.stop() // writes the final checkpoint the writer queued
+	}
 	err := l.closeErr
 	if uerr := l.unlock(); uerr != nil {
 		err = errors.Join(err, uerr)
@@ -584,14 +691,20 @@ func (l *Ledger) Close() error {
 // Sync on the file it is given.
 func (l *Ledger) run() {
 	defer close(l.done)
-	syncReq := make(chan file)
+	syncReq := make(chan syncJob)
 	syncRes := make(chan error)
 	go func() {
-		for f := range syncReq {
+		for j := range syncReq {
 			t0 := time.Now()
-			err := f.Sync()
+			err := j.f.Sync()
 			if l.observeSync != nil {
 				l.observeSync(time.Since(t0))
+			}
+			if err == nil {
+				// Durable, but in the file the path names? An fsync'd
+				// record in a file deleted under the writer is found by
+				// nobody: it is not acknowledged (see relocate).
+				err = l.checkPath(j.fi)
 			}
 			syncRes <- err
 		}
@@ -606,6 +719,8 @@ func (l *Ledger) run() {
 	urgent := 0
 	lazy := time.NewTimer(time.Hour)
 	lazy.Stop()
+	tick := time.NewTicker(watchEvery)
+	defer tick.Stop()
 	armed, open := false, true
 	add := func(r *request) {
 		batch = append(batch, r)
@@ -648,6 +763,9 @@ func (l *Ledger) run() {
 			l.synced(err)
 			l.startSync()
 			continue
+		case <-tick.C:
+			l.watch()
+			continue
 		}
 	fill:
 		for open && len(batch) < l.maxBatch {
@@ -687,6 +805,9 @@ func (l *Ledger) run() {
 		l.commit(rb)
 		l.syncAll()
 	}
+	if l.cp != nil {
+		l.postCheckpoint(true) // at shutdown; Close waits for it
+	}
 	if l.f != nil {
 		if err := l.f.Close(); err != nil && l.failed == nil {
 			l.closeErr = err
@@ -710,6 +831,7 @@ func (l *Ledger) commit(batch []*request) {
 		}
 		seq, prev := l.wseq, l.wlast
 		buf := l.buf[:0]
+		leaves := l.leaves[:0]
 		n := 0 // requests of batch consumed by this chunk
 		for ; n < len(batch); n++ {
 			r := batch[n]
@@ -723,14 +845,17 @@ func (l *Ledger) commit(batch []*request) {
 			putMid(r.mid) // copied; nothing reads it again
 			r.mid = nil
 			line := buf[start:]
+			if l.cp != nil {
+				leaves = append(leaves, l.leafH.sum(line))
+			}
 			buf = append(buf, '\n')
 			seq, prev = seq+1, hashLine(line)
 		}
-		l.buf = buf
+		l.buf, l.leaves = buf, leaves
 		chunk := batch[:n]
 		batch = batch[n:]
 		if len(buf) > 0 {
-			if err := l.write(buf, chunk, seq, prev); err != nil {
+			if err := l.write(buf, chunk, seq, prev, leaves); err != nil {
 				for _, r := range batch {
 					r.done <- err
 				}
@@ -758,7 +883,7 @@ func (l *Ledger) commit(batch []*request) {
 // On failure the ledger enters the failed state; recovery cuts everything
 // after the last durable line, so every written record not yet durable
 // fails with chunk.
-func (l *Ledger) write(buf []byte, chunk []*request, seq uint64, last string) error {
+func (l *Ledger) write(buf []byte, chunk []*request, seq uint64, last string, leaves []tlog.Hash) error {
 	_, err := l.f.Write(buf)
 	if err != nil {
 		l.waitSync() // settle what the in-flight fsync covers first
@@ -782,6 +907,9 @@ func (l *Ledger) write(buf []byte, chunk []*request, seq uint64, last string) er
 	}
 	l.wsize += int64(len(buf))
 	l.wseq, l.wlast = seq, last
+	for _, h := range leaves {
+		l.wtree.add(h, nil)
+	}
 	l.pending = append(l.pending, chunk...)
 	return nil
 }
@@ -793,9 +921,17 @@ func (l *Ledger) startSync() {
 		return
 	}
 	l.syncing, l.pending = l.pending, l.syncing[:0]
-	l.target = syncPoint{size: l.wsize, seq: l.wseq, last: l.wlast}
+	// Field by field: assigning a whole syncPoint would drop the tree's
+	// buffer kept across fsyncs.
+	l.target.size, l.target.seq, l.target.last = l.wsize, l.wseq, l.wlast
+	if l.cp != nil {
+		// Copied into a buffer kept across fsyncs: one allocation per
+		// fsync showed in the proxy's per-request allocations.
+		l.target.tree.n = l.wtree.n
+		l.target.tree.h = append(l.target.tree.h[:0], l.wtree.h...)
+	}
 	l.inflight = true
-	l.syncReq <- l.f
+	l.syncReq <- syncJob{l.f, l.fi}
 }
 
 // synced takes the result of the in-flight fsync: on success everything it
@@ -805,7 +941,12 @@ func (l *Ledger) synced(err error) {
 	l.inflight = false
 	if err != nil {
 		l.unacked = l.wsize - l.size
-		l.fail(fmt.Errorf("ledger %s: fsync failed, nothing since the last good one acknowledged: %w", l.path, err))
+		if errors.Is(err, errMoved) {
+			l.moved = true
+			l.fail(fmt.Errorf("ledger %s: nothing since the last good fsync acknowledged: %w", l.path, err))
+		} else {
+			l.fail(fmt.Errorf("ledger %s: fsync failed, nothing since the last good one acknowledged: %w", l.path, err))
+		}
 		l.lose(l.syncing)
 		l.lose(l.pending)
 		clear(l.syncing)
@@ -815,12 +956,17 @@ func (l *Ledger) synced(err error) {
 		return
 	}
 	l.size, l.seq, l.last = l.target.size, l.target.seq, l.target.last
+	if l.cp != nil {
+		l.tree.n = l.target.tree.n
+		l.tree.h = append(l.tree.h[:0], l.target.tree.h...)
+	}
 	l.setHead()
 	l.batches.Add(1)
 	for _, r := range l.syncing {
 		l.records.Add(1)
 		r.done <- nil
 	}
+	l.maybeCheckpoint()
 	clear(l.syncing) // drop references so finished requests can be collected
 	l.syncing = l.syncing[:0]
 }
@@ -880,7 +1026,11 @@ func (l *Ledger) writable() error {
 		return nil
 	}
 	if err := l.recover(); err != nil {
-		l.fail(fmt.Errorf("ledger %s: still failed: %w", l.path, err))
+		if l.moved {
+			l.fail(fmt.Errorf("ledger %s: %w; still failed: %w", l.path, errMoved, err))
+		} else {
+			l.fail(fmt.Errorf("ledger %s: still failed: %w", l.path, err))
+		}
 		return l.failed
 	}
 	l.log.Info("ledger: writing again after a failure", "path", l.path, "seq", l.seq)
@@ -894,9 +1044,8 @@ func (l *Ledger) writable() error {
 // descriptor, the file cut back to the last acknowledged line, fsync'd, and
 // that line checked against the chain head.
 func (l *Ledger) recover() error {
-	if l.f != nil {
-		_ = l.f.Close() // its error is the failure we already know of
-		l.f = nil
+	if l.moved {
+		return l.relocate()
 	}
 	f, err := l.open(l.path)
 	if err != nil {
@@ -906,11 +1055,22 @@ func (l *Ledger) recover() error {
 		_ = f.Close()
 		return err
 	}
-	if err := syncDir(l.dir); err != nil {
-		return fail(err)
-	}
 	fi, err := f.Stat()
 	if err != nil {
+		return fail(err)
+	}
+	if l.fi != nil && !os.SameFile(fi, l.fi) {
+		// Not the file we wrote: the old descriptor still holds our
+		// records; save them and start anew.
+		_ = f.Close()
+		l.moved = true
+		return l.relocate()
+	}
+	if l.f != nil {
+		_ = l.f.Close() // its error is the failure we already know of
+		l.f = nil
+	}
+	if err := syncDir(l.dir); err != nil {
 		return fail(err)
 	}
 	switch got := fi.Size(); {
@@ -936,8 +1096,11 @@ func (l *Ledger) recover() error {
 			return fail(errors.New("last line on disk is not the last acknowledged record"))
 		}
 	}
-	l.f = f
+	l.f, l.fi = f, fi
 	l.wsize, l.wseq, l.wlast = l.size, l.seq, l.last
+	if l.cp != nil {
+		l.wtree = l.tree.clone()
+	}
 	return nil
 }
 
@@ -950,18 +1113,43 @@ func (l *Ledger) recover() error {
 func (l *Ledger) rotate() {
 	name := RotatedName(l.path, l.seq)
 	if err := os.Rename(l.path, name); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			l.lost(errMoved) // deleted under us: relocate saves it
+			return
+		}
 		// Write at least an eighth of a file more before trying again, so a
 		// rename that keeps failing neither spins nor logs per record.
 		l.retryRot = l.wsize + max(l.maxBytes/8, 1)
 		l.log.Error("ledger: rotation failed; still writing to the current file", "path", l.path, "err", err)
 		return
 	}
+	if fi, err := os.Stat(name); err != nil || !os.SameFile(fi, l.fi) {
+		// The path named another file when it was renamed: ours was
+		// replaced just before. Put the stranger aside again; relocate
+		// saves our records from the open descriptor under this name.
+		if err == nil {
+			aside := replacedName(l.path)
+			if rerr := os.Rename(name, aside); rerr == nil {
+				l.log.Error("ledger: the ledger path named a file this writer did not write; moved it aside, untouched",
+					"path", l.path, "aside", aside)
+			}
+		}
+		l.lost(errMoved)
+		return
+	}
 	_ = l.f.Close() // fsync'd already; a close error changes nothing on disk
-	l.f, l.size, l.wsize, l.retryRot = nil, 0, 0, 0
+	l.f, l.fi, l.size, l.wsize, l.retryRot = nil, nil, 0, 0, 0
 	l.rotations.Add(1)
+	if l.cp != nil {
+		l.postCheckpoint(true) // the tree at the end of the rotated file
+	}
 	f, err := l.open(l.path)
+	var fi os.FileInfo
 	if err == nil {
-		err = syncDir(l.dir) // makes both the rename and the new name durable
+		fi, err = f.Stat()
+		if err == nil {
+			err = syncDir(l.dir) // makes both the rename and the new name durable
+		}
 		if err != nil {
 			_ = f.Close()
 		}
@@ -971,7 +1159,7 @@ func (l *Ledger) rotate() {
 		l.fail(fmt.Errorf("ledger %s: start new file after rotation: %w", l.path, err))
 		return
 	}
-	l.f = f
+	l.f, l.fi = f, fi
 }
 
 // RotatedName is the name a full ledger file gets: the path, a dot and the

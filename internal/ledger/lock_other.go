@@ -2,8 +2,10 @@
 
 package ledger
 
+import "os"
+
 // lockFile is a no-op where flock is not available; one writer per ledger is
 // then the deployment's job.
-func lockFile(string) (func() error, error) {
-	return func() error { return nil }, nil
+func lockFile(string) (func() error, os.FileInfo, error) {
+	return func() error { return nil }, nil, nil
 }

@@ -60,6 +60,12 @@ type VerifyResult struct {
 // error is only for files it cannot read; a broken chain is a result.
 // Memory is bounded by the longest line, not by the size of the files.
 func Verify(files ...string) (*VerifyResult, error) {
+	return verify(files, nil)
+}
+
+// verify is Verify, calling accept (when set) with every record it found
+// good, in order, before it reads the next.
+func verify(files []string, accept func(seq uint64, prev string, line []byte)) (*VerifyResult, error) {
 	w := &walker{files: files}
 	defer w.close()
 	res := &VerifyResult{Files: len(files)}
@@ -144,6 +150,9 @@ func Verify(files ...string) (*VerifyResult, error) {
 			}
 		}
 		prev = &seen{p, seq, h}
+		if accept != nil {
+			accept(seq, prevHash, line)
+		}
 		res.Records++
 		res.LastSeq, res.Head = seq, h
 	}
@@ -162,11 +171,12 @@ type position struct {
 
 // walker reads the lines of several files in order.
 type walker struct {
-	files []string
-	i     int
-	f     *os.File
-	lr    *lineReader
-	line  int
+	files  []string
+	offset int64 // where to start reading the first file
+	i      int
+	f      *os.File
+	lr     *lineReader
+	line   int
 }
 
 func (w *walker) next() (p position, line []byte, complete, tooLong bool, err error) {
@@ -179,7 +189,23 @@ func (w *walker) next() (p position, line []byte, complete, tooLong bool, err er
 			if err != nil {
 				return position{}, nil, false, false, err
 			}
-			w.f, w.lr, w.line = f, newLineReader(f), 0
+			fi, err := f.Stat()
+			if err != nil {
+				_ = f.Close()
+				return position{}, nil, false, false, err
+			}
+			off := int64(0)
+			if w.i == 0 && w.offset > 0 {
+				off = w.offset
+				if _, err := f.Seek(off, io.SeekStart); err != nil {
+					_ = f.Close()
+					return position{}, nil, false, false, err
+				}
+			}
+			// Up to the size at open: a file that grows while it is read
+			// (the live ledger) is read as of then, and a device that never
+			// ends (a ledger symlinked to /dev/full) reads as empty.
+			w.f, w.lr, w.line = f, newLineReader(io.LimitReader(f, max(fi.Size()-off, 0))), 0
 		}
 		line, complete, tooLong, err = w.lr.next()
 		if errors.Is(err, io.EOF) {
