@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/pare-dev/pare/internal/pipeline"
 	"github.com/pare-dev/pare/internal/vendorstub"
 )
 
@@ -57,10 +59,15 @@ func TestDryRun(t *testing.T) {
 		if len(d.FieldsRemoved) == 0 {
 			t.Error("disclosure record lists no fields_removed: dry run must record what would have been removed")
 		}
-		for _, want := range []string{"ticket/metadata", "ticket/custom_fields"} {
+		// Named by a contract, the key is recorded; custom_fields is not,
+		// so it is a placeholder (see TestLedgerHoldsNoPayloadNames).
+		for _, want := range []string{"ticket/metadata", "ticket/(key)"} {
 			if !containsPrefix(d.FieldsRemoved, want) {
 				t.Errorf("fields_removed %v lacks %s", d.FieldsRemoved, want)
 			}
+		}
+		if d.FieldsRemovedCount < len(d.FieldsRemoved) {
+			t.Errorf("fields_removed_count %d < %d names listed", d.FieldsRemovedCount, len(d.FieldsRemoved))
 		}
 		if d.BytesOut != int64(len(req.Body)) {
 			t.Errorf("bytes_out %d, want the original %d", d.BytesOut, len(req.Body))
@@ -300,4 +307,46 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestLedgerHoldsNoPayloadNames: an app that uses personal data as keys and
+// path segments (an email as a map key, as a member id in the path, a
+// customer's name as a header name) gets it minimised away, and the ledger
+// names what was removed in the contracts' words only: placeholders and
+// counts, never the data. The path is kept as a keyed hash that staff with
+// the key can match.
+func TestLedgerHoldsNoPayloadNames(t *testing.T) {
+	t.Parallel()
+	p := startProxy(t, proxyConfig{Service: "marketing", Consents: consentsFile(t)})
+	const email = "maria.kowalska@example.org"
+	body := fmt.Sprintf(`{"email_address":%q,"status":"subscribed","merge_fields":{"FNAME":"Maria","MARIA KOWALSKA":"x"},%q:{"vip":true},"tags":[{"name":"card 4111"}]}`, email, email)
+	path := "/3.0/lists/a1b2c3/members/" + email
+	r := request{Method: "PUT", URL: "http://us21.api.mailchimp.com" + path,
+		Header: hdr("Authorization", "Bearer e2e-vendor-token", "Content-Type", "application/json",
+			"X-Data-Purpose", "marketing", "X-Data-Subject", "u-123", "X-Kowalska-Maria", "1"),
+		Body: []byte(body)}
+	id := wantOK(t, p.do(t, r))
+	recs := waitLedger(t, p.Ledger, func(rs []ledgerRecord) bool { return len(recordsOf(rs, id)) >= 2 })
+	raw := string(readFile(t, p.Ledger))
+	for _, secret := range []string{email, "maria.kowalska", "MARIA KOWALSKA", "kowalska", "4111"} {
+		if strings.Contains(strings.ToLower(raw), strings.ToLower(secret)) {
+			t.Errorf("the ledger holds %q", secret)
+		}
+	}
+	d := kindOf(t, recordsOf(recs, id), "disclosure")
+	if d.Path != "/3.0/lists/(segment)/members/(segment)" {
+		t.Errorf("path %q, want its route's segments with placeholders", d.Path)
+	}
+	key := bytes.TrimSpace(readFile(t, hmacKeyFile))
+	if want := pipeline.PathHash(pipeline.PathKey(key), path); d.PathHash != want {
+		t.Errorf("path_hash %q, want the keyed hash %q of the path sent", d.PathHash, want)
+	}
+	for _, want := range []string{"(key)", "merge_fields/(key)", "header:(header)"} {
+		if !slices.Contains(d.FieldsRemoved, want) {
+			t.Errorf("fields_removed %v lacks the placeholder %q", d.FieldsRemoved, want)
+		}
+	}
+	if d.FieldsRemovedCount < 4 {
+		t.Errorf("fields_removed_count %d, want every removed item counted", d.FieldsRemovedCount)
+	}
 }

@@ -291,8 +291,12 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 		}
 		resolve[hp] = addr
 	}
+	var pathKey []byte // random per process without an hmac key: path hashes then match within one run only
+	if hmacKey != nil {
+		pathKey = pipeline.PathKey(hmacKey)
+	}
 	pl, err := pipeline.New(pipeline.Config{
-		Engine: eng, Ledger: led, Consents: src, Metrics: metrics, Logger: log,
+		Engine: eng, Ledger: led, Consents: src, Metrics: metrics, Logger: log, PathKey: pathKey,
 		Service: c.Service, MaxBody: int64(c.MaxBody), BodyMemory: int64(c.MaxBodyMemory), BodyWait: c.BodyWait, DryRun: c.DryRun,
 	})
 	if err != nil {

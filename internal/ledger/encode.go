@@ -25,6 +25,9 @@ func appendMid(dst []byte, r *Record) []byte {
 	dst = appendField(dst, "host", r.Host)
 	dst = appendField(dst, "method", r.Method)
 	dst = appendField(dst, "path", r.Path)
+	if r.PathHash != "" {
+		dst = appendField(dst, "path_hash", r.PathHash)
+	}
 	dst = appendField(dst, "purpose", r.Purpose)
 	dst = appendField(dst, "subject", r.Subject)
 	dst = appendField(dst, "service", r.Service)
@@ -40,6 +43,11 @@ func appendMid(dst []byte, r *Record) []byte {
 	dst = appendField(dst, "revision", r.Revision)
 	dst = appendList(dst, "fields_sent", r.FieldsSent)
 	dst = appendList(dst, "fields_removed", r.FieldsRemoved)
+	if r.FieldsRemovedCount != 0 {
+		dst = append(dst, `"fields_removed_count":`...)
+		dst = strconv.AppendInt(dst, int64(r.FieldsRemovedCount), 10)
+		dst = append(dst, ',')
+	}
 	dst = appendList(dst, "transformed", r.Transformed)
 	if len(r.CardsRedacted) > 0 {
 		dst = appendList(dst, "cards_redacted", r.CardsRedacted)
@@ -70,6 +78,9 @@ func appendMid(dst []byte, r *Record) []byte {
 	dst = strconv.AppendInt(dst, r.BytesOut, 10)
 	dst = append(dst, `,"dry_run":`...)
 	dst = strconv.AppendBool(dst, r.DryRun)
+	if r.Truncated {
+		dst = append(dst, `,"truncated":true`...)
+	}
 	return append(dst, ',')
 }
 

@@ -1089,7 +1089,7 @@ func FuzzAppendMid(f *testing.F) {
 			Path: path, Purpose: basis, Subject: id, Service: f1, LegalBasis: basis, Requester: f2, Approver: tr,
 			Revision: f1 + f2, FieldsSent: []string{f1, f2}, FieldsRemoved: []string{}, Transformed: nil,
 			Outcome: tr, Status: int(n % 1000), BytesIn: n, BytesOut: -n, DryRun: dry,
-			Time: time.Unix(0, ns).UTC()}
+			Time: time.Unix(0, ns).UTC(), PathHash: f2, FieldsRemovedCount: int(n % 7), Truncated: !dry}
 		if tr != "" {
 			r.Transformed = []string{tr}
 			r.Transforms = map[string]string{f1: tr, f2: basis}

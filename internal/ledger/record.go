@@ -44,7 +44,13 @@ type Record struct {
 	Recipient string `json:"recipient,omitempty"`
 	Host      string `json:"host"`
 	Method    string `json:"method"`
-	Path      string `json:"path"` // never the query string
+	// Path is the matched route's pattern when there is one
+	// ("/api/v2/tickets/*"), else the path with every segment no contract
+	// names replaced by "(segment)": never a concrete id or value. PathHash
+	// is a keyed hash of the path as sent, so that a given request can
+	// still be found (proxy ledger path-hash). Never the query string.
+	Path     string `json:"path"`
+	PathHash string `json:"path_hash,omitempty"`
 
 	Purpose string `json:"purpose"`
 	Subject string `json:"subject"`
@@ -56,9 +62,14 @@ type Record struct {
 
 	Revision string `json:"revision"` // policy revision that decided
 
-	FieldsSent    []string `json:"fields_sent"`
-	FieldsRemoved []string `json:"fields_removed"`
-	Transformed   []string `json:"transformed"`
+	// The field lists name paths with the contracts' own words: a key no
+	// contract names is recorded as "(key)", an array index as "*", each
+	// distinct path once, at most MaxListed of them (then Truncated).
+	// FieldsRemovedCount counts every removed field, header and parameter.
+	FieldsSent         []string `json:"fields_sent"`
+	FieldsRemoved      []string `json:"fields_removed"`
+	FieldsRemovedCount int      `json:"fields_removed_count,omitempty"`
+	Transformed        []string `json:"transformed"`
 	// CardsRedacted lists where the card guard replaced a card number
 	// before the payload left (paths only).
 	CardsRedacted []string          `json:"cards_redacted,omitempty"`
@@ -71,11 +82,17 @@ type Record struct {
 	BytesIn  int64  `json:"bytes_in"`
 	BytesOut int64  `json:"bytes_out"`
 	DryRun   bool   `json:"dry_run"`
+	// Truncated says a field list was cut at MaxListed entries.
+	Truncated bool `json:"truncated,omitempty"`
 
 	// Prev is the hex SHA-256 of the previous record's line without its
 	// newline; "" for the first record of a ledger.
 	Prev string `json:"prev"`
 }
+
+// MaxListed bounds each field list of a record: with it, a record of any
+// request stays far below maxLine.
+const MaxListed = 256
 
 // maxLine bounds one line. Records hold names, not payloads, so a real one is
 // a few KiB; the bound keeps Open, Verify and Query in bounded memory and lets

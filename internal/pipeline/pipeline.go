@@ -51,6 +51,9 @@ type Config struct {
 	// refused with 503 overloaded; 0 means DefaultBodyWait.
 	BodyWait time.Duration
 	DryRun   bool
+	// PathKey keys the hash of request paths in the ledger (PathKey derives
+	// it from the hmac master key); nil means a random key per process.
+	PathKey []byte
 }
 
 // Defaults for Config.
@@ -63,10 +66,12 @@ const (
 // Pipeline runs requests through the stages. It is safe for concurrent use;
 // each request is one Exchange.
 type Pipeline struct {
-	cfg    Config
-	budget *budget
-	log    *slog.Logger
-	m      *Metrics
+	cfg     Config
+	budget  *budget
+	log     *slog.Logger
+	m       *Metrics
+	vocab   vocabCache
+	pathKey []byte
 }
 
 // New validates cfg and returns the pipeline.
@@ -90,7 +95,14 @@ func New(cfg Config) (*Pipeline, error) {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Pipeline{cfg: cfg, budget: newBudget(cfg.BodyMemory), log: cfg.Logger, m: m}, nil
+	key := cfg.PathKey
+	if len(key) == 0 {
+		key = make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, fmt.Errorf("pipeline: path key: %w", err)
+		}
+	}
+	return &Pipeline{cfg: cfg, budget: newBudget(cfg.BodyMemory), log: cfg.Logger, m: m, pathKey: key}, nil
 }
 
 // Metrics returns the pipeline's collectors, for front ends that count

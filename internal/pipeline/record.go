@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/pare-dev/pare/internal/ledger"
@@ -48,8 +47,10 @@ func (x *Exchange) record(kind, outcome string, status int) *ledger.Record {
 		// host is checked and bounded, the rest is not recorded.
 		rec.Host = x.req.Host
 	}
+	v := x.p.vocab.of(x.policy)
 	if in := x.in; in != nil {
-		rec.Host, rec.Method, rec.Path = in.Host, in.Method, in.Path
+		rec.Host, rec.Method = in.Host, in.Method
+		rec.Path, rec.PathHash = v.urlPath(in.Path), PathHash(x.p.pathKey, in.Path)
 		rec.LegalBasis, rec.Requester, rec.Approver = in.LegalBasis, in.Requester, in.Approver
 	}
 	if d != nil {
@@ -66,16 +67,21 @@ func (x *Exchange) record(kind, outcome string, status int) *ledger.Record {
 		}
 	}
 	if kind == ledger.KindDisclosure {
+		// Each list in the contracts' words, each name once (names.go).
+		sent, removed := names{v: v, seen: map[string]bool{}}, names{v: v, seen: map[string]bool{}}
+		tr, cards := names{v: v, seen: map[string]bool{}}, names{v: v, seen: map[string]bool{}}
 		for i, rep := range x.reports {
 			if rep == nil {
 				continue
 			}
 			prefix := reportPrefix[i]
-			rec.FieldsSent = appendPrefixed(rec.FieldsSent, prefix, rep.Kept)
-			rec.FieldsRemoved = appendPrefixed(rec.FieldsRemoved, prefix, rep.Removed)
-			rec.Transformed = appendPrefixed(rec.Transformed, prefix, rep.Transformed)
-			rec.CardsRedacted = appendPrefixed(rec.CardsRedacted, prefix, rep.Cards)
+			rec.FieldsSent = sent.add(rec.FieldsSent, prefix, rep.Kept)
+			rec.FieldsRemoved = removed.add(rec.FieldsRemoved, prefix, rep.Removed)
+			rec.FieldsRemovedCount += rep.RemovedCount
+			rec.Transformed = tr.add(rec.Transformed, prefix, rep.Transformed)
+			rec.CardsRedacted = cards.add(rec.CardsRedacted, prefix, rep.Cards)
 		}
+		rec.Truncated = sent.truncated || removed.truncated || tr.truncated || cards.truncated
 	}
 	return rec
 }
@@ -83,19 +89,6 @@ func (x *Exchange) record(kind, outcome string, status int) *ledger.Record {
 // reportPrefix names where a report's paths are: body paths stand alone,
 // query and header names are marked so the ledger tells them apart.
 var reportPrefix = [...]string{"", "query:", "header:"}
-
-func appendPrefixed(dst []string, prefix string, paths []string) []string {
-	if prefix == "" && len(dst) == 0 {
-		// The report's own slice, clipped so a later append never writes
-		// into its backing array.
-		return slices.Clip(paths)
-	}
-	dst = slices.Grow(dst, len(paths))
-	for _, p := range paths {
-		dst = append(dst, prefix+p)
-	}
-	return dst
-}
 
 // recordRefusal records that nothing left. It waits for durability: the
 // app's refusal and the record agree.
