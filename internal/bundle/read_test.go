@@ -302,3 +302,7 @@ func TestBuildRefusesFailingTests(t *testing.T) {
 		t.Fatal("built without a signing key")
 	}
 }
+
+func tarHeader(name string) tar.Header {
+	return tar.Header{Name: name, Mode: 0o644, Typeflag: tar.TypeReg}
+}
