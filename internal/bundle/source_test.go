@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/pare-dev/pare/internal/bundleserver"
 	"github.com/pare-dev/pare/internal/engine"
 )
 
@@ -194,7 +195,7 @@ func TestSourceLongPollUpdate(t *testing.T) {
 	t.Parallel()
 	pol := testBundles(t)
 	srv := startServer(t, true)
-	srv.set(pol.a)
+	srv.Set(pol.a)
 	h := newHarness(t, sourceConfig{url: srv.URL, keys: []testKey{pol.key}, longPoll: true})
 	h.waitRevision(t, pol.revA)
 	waitFor(t, "A persisted", 5*time.Second, func() bool { return h.src.Status().Persisted })
@@ -205,8 +206,8 @@ func TestSourceLongPollUpdate(t *testing.T) {
 	// Long polling: the next request waits at the server, and a new bundle
 	// is answered at once (well within the 1s..1s poll delay it would
 	// otherwise wait, let alone a full poll interval).
-	waitFor(t, "a long poll waiting", 5*time.Second, func() bool { r, _, _ := srv.stats(); return r >= 2 })
-	srv.set(pol.b)
+	waitFor(t, "a long poll waiting", 5*time.Second, func() bool { r, _, _ := srv.Stats(); return r >= 2 })
+	srv.Set(pol.b)
 	h.waitRevision(t, pol.revB)
 	waitFor(t, "B persisted", 5*time.Second, func() bool { return bytes.Equal(h.persisted(t), pol.b) })
 
@@ -237,15 +238,15 @@ func TestSourceETagPolling(t *testing.T) {
 	t.Parallel()
 	pol := testBundles(t)
 	srv := startServer(t, false)
-	srv.set(pol.a)
+	srv.Set(pol.a)
 	h := newHarness(t, sourceConfig{url: srv.URL, keys: []testKey{pol.key}})
 	h.waitRevision(t, pol.revA)
 	// Unchanged: the server answers 304 to the ETag; nothing is recompiled.
-	waitFor(t, "two 304s", 10*time.Second, func() bool { _, nm, _ := srv.stats(); return nm >= 2 })
+	waitFor(t, "two 304s", 10*time.Second, func() bool { _, nm, _ := srv.Stats(); return nm >= 2 })
 	if len(h.reported) != 1 {
 		t.Fatalf("reported %v: an unchanged bundle was activated again", h.reported)
 	}
-	srv.set(pol.b)
+	srv.Set(pol.b)
 	h.waitRevision(t, pol.revB)
 }
 
@@ -257,7 +258,7 @@ func TestSourceRefusesBadBundles(t *testing.T) {
 	t.Parallel()
 	pol := testBundles(t)
 	srv := startServer(t, true)
-	srv.set(pol.a)
+	srv.Set(pol.a)
 	h := newHarness(t, sourceConfig{url: srv.URL, keys: []testKey{pol.key}, longPoll: true})
 	h.waitRevision(t, pol.revA)
 
@@ -272,7 +273,7 @@ func TestSourceRefusesBadBundles(t *testing.T) {
 	}
 	for _, b := range bad {
 		before := h.failures(ReasonInvalid)
-		srv.set(b.raw)
+		srv.Set(b.raw)
 		waitFor(t, b.name+" refused, the log saying "+b.why, 15*time.Second, func() bool { return strings.Contains(h.log.String(), b.why) })
 		if h.failures(ReasonInvalid) <= before {
 			t.Fatalf("%s: refusal not counted", b.name)
@@ -287,7 +288,7 @@ func TestSourceRefusesBadBundles(t *testing.T) {
 	if !strings.Contains(h.log.String(), "policy bundle refused: keeping policy "+short(pol.revA)) {
 		t.Fatalf("log:\n%s", h.log)
 	}
-	srv.set(pol.b)
+	srv.Set(pol.b)
 	h.waitRevision(t, pol.revB)
 	if h.failures(ReasonDownload) != 0 {
 		t.Errorf("%v download failures counted for refused bundles", h.failures(ReasonDownload))
@@ -301,7 +302,7 @@ func TestSourceServerDown(t *testing.T) {
 	t.Parallel()
 	pol := testBundles(t)
 	srv := startServer(t, false)
-	srv.set(pol.a)
+	srv.Set(pol.a)
 	dir := t.TempDir()
 	first := newHarness(t, sourceConfig{url: srv.URL, dir: dir, keys: []testKey{pol.key}})
 	first.waitRevision(t, pol.revA)
@@ -319,7 +320,7 @@ func TestSourceServerDown(t *testing.T) {
 	}
 	second.run(t)
 	waitFor(t, "a 304 for the restored ETag", 10*time.Second, func() bool { return second.src.Status().LastSuccess != nil })
-	srv.stop()
+	srv.Stop()
 	waitFor(t, "download failures counted", 15*time.Second, func() bool { return second.failures(ReasonDownload) >= 2 })
 	if second.revision() != pol.revA {
 		t.Fatal("the policy changed while the server was down")
@@ -340,8 +341,10 @@ func TestSourceServerDown(t *testing.T) {
 		t.Fatal("no policy while the server is down")
 	}
 	// Back, with a new bundle.
-	srv.set(pol.b)
-	srv.restart(t)
+	srv.Set(pol.b)
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
 	third.waitRevision(t, pol.revB)
 	waitFor(t, "recovery logged", 5*time.Second, func() bool { return strings.Contains(third.log.String(), "policy bundle current again") })
 }
@@ -394,7 +397,7 @@ func TestSourceNoPolicyUntilFirstBundle(t *testing.T) {
 	t.Parallel()
 	pol := testBundles(t)
 	srv := startServer(t, false)
-	srv.fail(http.StatusServiceUnavailable)
+	srv.Fail(http.StatusServiceUnavailable)
 	h := newHarness(t, sourceConfig{url: srv.URL, keys: []testKey{pol.key}})
 	waitFor(t, "download failures", 10*time.Second, func() bool { return h.failures(ReasonDownload) >= 2 })
 	if h.eng.Policy() != nil {
@@ -403,7 +406,7 @@ func TestSourceNoPolicyUntilFirstBundle(t *testing.T) {
 	if !strings.Contains(h.log.String(), "no policy is active: every request is refused") {
 		t.Fatalf("log:\n%s", h.log)
 	}
-	srv.set(pol.a)
+	srv.Set(pol.a)
 	h.waitRevision(t, pol.revA)
 }
 
@@ -414,14 +417,14 @@ func TestSourceSizeBound(t *testing.T) {
 	pol := testBundles(t)
 	srv := startServer(t, true)
 	bomb := pack(t, []entry{{hdr: tarHeader("/a.rego"), data: make([]byte, 64<<20)}})
-	srv.set(bomb)
+	srv.Set(bomb)
 	h := newHarness(t, sourceConfig{url: srv.URL, keys: []testKey{pol.key}, longPoll: true,
 		tweak: func(o *SourceOptions) { o.MaxBytes = 1 << 20 }})
 	waitFor(t, "bomb refused", 10*time.Second, func() bool { return h.failures(ReasonInvalid) >= 1 })
 	if !strings.Contains(h.log.String(), "bundle too large") {
 		t.Fatalf("log:\n%s", h.log)
 	}
-	srv.set(pol.a)
+	srv.Set(pol.a)
 	h.waitRevision(t, pol.revA)
 }
 
@@ -430,8 +433,8 @@ func TestSourceSizeBound(t *testing.T) {
 func TestSourceTLSAndToken(t *testing.T) {
 	t.Parallel()
 	pol := testBundles(t)
-	bs := &bundleServer{changed: make(chan struct{})}
-	bs.set(pol.a)
+	bs := bundleserver.Handler(false)
+	bs.Set(pol.a)
 	ts := httptest.NewUnstartedServer(bs)
 	ts.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 	ts.Config.ErrorLog = log.New(io.Discard, "", 0) // the untrusting client's handshakes fail, as they should
@@ -449,13 +452,13 @@ func TestSourceTLSAndToken(t *testing.T) {
 	h := newHarness(t, sourceConfig{url: ts.URL + "/bundles/pare.tar.gz", keys: []testKey{pol.key},
 		tweak: func(o *SourceOptions) { o.CACert, o.TokenFile = ca, token }})
 	h.waitRevision(t, pol.revA)
-	if _, _, auth := bs.stats(); auth != "Bearer s3cret-1" {
+	if _, _, auth := bs.Stats(); auth != "Bearer s3cret-1" {
 		t.Fatalf("Authorization %q", auth)
 	}
 	if err := os.WriteFile(token, []byte("s3cret-2"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the rotated token used", 10*time.Second, func() bool { _, _, auth := bs.stats(); return auth == "Bearer s3cret-2" })
+	waitFor(t, "the rotated token used", 10*time.Second, func() bool { _, _, auth := bs.Stats(); return auth == "Bearer s3cret-2" })
 
 	// Without the CA the server is not trusted: no policy.
 	untrusting := newHarness(t, sourceConfig{url: ts.URL + "/bundles/pare.tar.gz", keys: []testKey{pol.key}})

@@ -33,6 +33,7 @@ func commands() []command {
 		{"serve", "run the egress proxy (default: bundled policies, 127.0.0.1:15001, admin 127.0.0.1:15000)", runServe},
 		{"explain", "show exactly what a vendor would receive for a request, and why", runExplain},
 		{"check", "compile the policies, validate every contract, run the Rego tests", runCheck},
+		{"bundle", "bundle build: check the policies and write a signed bundle for a fleet", runBundle},
 		{"ledger", "verify, query or report on the disclosure ledger", runLedger},
 		{"demo", "start local vendor stubs and the proxy, send realistic requests, show what left", runDemo},
 	}

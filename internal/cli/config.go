@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pare-dev/pare/internal/bundle"
 )
 
 // Config is the serve configuration: a YAML file (--config) whose keys match
@@ -19,6 +21,15 @@ type Config struct {
 	Listen            string        `yaml:"listen"`
 	Admin             string        `yaml:"admin"`
 	Policies          string        `yaml:"policies"` // "" = the bundled policies
+	Bundle            string        `yaml:"bundle"`   // bundle URL, instead of policies
+	BundleKeys        []string      `yaml:"bundle_key"`
+	BundleDir         string        `yaml:"bundle_dir"`
+	BundleMinDelay    time.Duration `yaml:"bundle_min_delay"`
+	BundleMaxDelay    time.Duration `yaml:"bundle_max_delay"`
+	BundleLongPoll    time.Duration `yaml:"bundle_long_poll"`
+	BundleCA          string        `yaml:"bundle_ca"`
+	BundleTokenFile   string        `yaml:"bundle_token_file"`
+	BundleMaxBytes    ByteSize      `yaml:"bundle_max_bytes"`
 	Service           string        `yaml:"service"`
 	Ledger            string        `yaml:"ledger"`
 	LedgerMaxBytes    ByteSize      `yaml:"ledger_max_bytes"`
@@ -49,6 +60,10 @@ func defaultConfig() Config {
 		Listen:            "127.0.0.1:15001",
 		Admin:             "127.0.0.1:15000",
 		Ledger:            "pare-ledger.jsonl",
+		BundleDir:         "pare-bundle",
+		BundleMinDelay:    bundle.DefaultMinDelay,
+		BundleMaxDelay:    bundle.DefaultMaxDelay,
+		BundleMaxBytes:    bundle.DefaultMaxBytes,
 		LedgerMaxBytes:    64 << 20,
 		MaxBody:           10 << 20,
 		MaxBodyMemory:     256 << 20,
@@ -104,6 +119,19 @@ func (c *Config) validate() error {
 	}
 	if c.Consents != "" && c.ConsentURL != "" {
 		errs = append(errs, errors.New("consents and consent_url are exclusive"))
+	}
+	if c.Bundle != "" {
+		if c.Policies != "" {
+			errs = append(errs, errors.New("policies and bundle are exclusive: a sidecar takes its policy from one place"))
+		}
+		if len(c.BundleKeys) == 0 {
+			errs = append(errs, errors.New("bundle needs bundle_key: the public key(s) bundles must be signed with"))
+		}
+		if c.BundleDir == "" {
+			errs = append(errs, errors.New("bundle needs bundle_dir: where the last good bundle is kept for a restart"))
+		}
+	} else if len(c.BundleKeys) > 0 {
+		errs = append(errs, errors.New("bundle_key is set but bundle is not"))
 	}
 	if c.GCPercent < 0 {
 		errs = append(errs, fmt.Errorf("gc_percent %d: want 0 (the runtime's default) or more", c.GCPercent))

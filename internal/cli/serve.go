@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/pare-dev/pare/internal/bundle"
 	"github.com/pare-dev/pare/internal/consent"
 	"github.com/pare-dev/pare/internal/engine"
 	"github.com/pare-dev/pare/internal/ledger"
@@ -30,6 +32,15 @@ func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.StringVar(&c.Listen, "listen", c.Listen, "egress listener (the app's HTTP_PROXY)")
 	fs.StringVar(&c.Admin, "admin", c.Admin, "admin listener: /metrics /healthz /readyz /debug/policy (empty: off)")
 	fs.StringVar(&c.Policies, "policies", c.Policies, "policies directory, hot reloaded (default: the bundled policies)")
+	fs.StringVar(&c.Bundle, "bundle", c.Bundle, "URL of a signed policy bundle (proxy bundle build), polled instead of --policies")
+	fs.Var((*listFlag)(&c.BundleKeys), "bundle-key", "PEM public key a bundle must be signed with (repeatable: key rotation)")
+	fs.StringVar(&c.BundleDir, "bundle-dir", c.BundleDir, "directory keeping the last good bundle, used at start while the bundle server is down")
+	fs.DurationVar(&c.BundleMinDelay, "bundle-min-delay", c.BundleMinDelay, "shortest wait between bundle polls (whole seconds)")
+	fs.DurationVar(&c.BundleMaxDelay, "bundle-max-delay", c.BundleMaxDelay, "longest wait between bundle polls, and the longest retry backoff (whole seconds)")
+	fs.DurationVar(&c.BundleLongPoll, "bundle-long-poll", c.BundleLongPoll, "ask the bundle server to hold each poll up to this long until the bundle changes (0: off)")
+	fs.StringVar(&c.BundleCA, "bundle-ca", c.BundleCA, "PEM file of CA certificates for an https bundle server (default: the system's)")
+	fs.StringVar(&c.BundleTokenFile, "bundle-token-file", c.BundleTokenFile, "file holding a bearer token for the bundle server, re-read on every poll")
+	fs.Var(&c.BundleMaxBytes, "bundle-max-bytes", "largest bundle accepted, compressed or not")
 	fs.StringVar(&c.Service, "service", c.Service, "this workload's service name (input.source.service)")
 	fs.StringVar(&c.Ledger, "ledger", c.Ledger, "disclosure ledger file")
 	fs.Var(&c.LedgerMaxBytes, "ledger-max-bytes", "rotate the ledger at this size")
@@ -149,12 +160,26 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 		metrics.LastReload.SetToCurrentTime()
 	}
 	var pol *engine.Policy
-	if c.Policies == "" {
+	var bundles *bundle.Source
+	switch {
+	case c.Bundle != "":
+		// No built-in fallback: until a signed bundle (or the persisted
+		// last good one) is active, every request is refused.
+		bundles, err = newBundleSource(c, eng, metrics, reg, log, swapped)
+		if err != nil {
+			return err
+		}
+		if err := bundles.Restore(ctx); errors.Is(err, fs.ErrNotExist) {
+			log.Info("no persisted bundle: every request is refused until the bundle server answers", "dir", c.BundleDir)
+		}
+	case c.Policies == "":
 		pol, err = engine.Load(ctx, policies.FS, engine.LoadOptions{})
-	} else {
+	default:
 		pol, err = engine.LoadDir(ctx, c.Policies, engine.LoadOptions{})
 	}
-	if err != nil {
+	if bundles != nil {
+		// The bundle source activates, logs and counts by itself.
+	} else if err != nil {
 		// Start anyway and refuse with 503 until a valid policy arrives:
 		// /readyz tells the orchestrator, and the watcher may fix it.
 		metrics.Reloads.WithLabelValues("failure").Inc()
@@ -241,6 +266,10 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 	}
 	defer px.Close()
 
+	if bundles != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); bundles.Run(ctx) }()
+	}
 	if c.Policies != "" {
 		wg.Add(1)
 		go func() {
@@ -285,7 +314,14 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 			return fmt.Errorf("admin listener: %w", err)
 		}
 		adminAddr = adminLn.Addr().String()
-		admin := &http.Server{Handler: proxy.AdminHandler(eng, reg), ReadHeaderTimeout: 5 * time.Second}
+		var handler http.Handler = proxy.AdminHandler(eng, reg)
+		if bundles != nil {
+			mux := http.NewServeMux()
+			mux.Handle("GET /debug/bundle", bundles)
+			mux.Handle("/", handler)
+			handler = mux
+		}
+		admin := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 		servers = append(servers, admin)
 		go func() { errc <- admin.Serve(adminLn) }()
 	}
@@ -314,4 +350,34 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 		}
 	}
 	return nil
+}
+
+// newBundleSource sets up --bundle: the keys, OPA's downloader and the
+// metrics. swapped updates the policy metrics after each activation.
+func newBundleSource(c Config, eng *engine.Engine, metrics *proxy.Metrics, reg prometheus.Registerer, log *slog.Logger, swapped func(*engine.Policy)) (*bundle.Source, error) {
+	var keys []bundle.PublicKey
+	for _, k := range c.BundleKeys {
+		b, err := os.ReadFile(k)
+		if err != nil {
+			return nil, fmt.Errorf("bundle key: %w", err)
+		}
+		keys = append(keys, bundle.PublicKey{Name: k, PEM: b})
+	}
+	vc, err := bundle.NewVerificationConfig(keys...)
+	if err != nil {
+		return nil, err
+	}
+	return bundle.NewSource(eng, bundle.SourceOptions{
+		URL: c.Bundle, Verification: vc, Dir: c.BundleDir,
+		MinDelay: c.BundleMinDelay, MaxDelay: c.BundleMaxDelay, LongPollTimeout: c.BundleLongPoll,
+		CACert: c.BundleCA, TokenFile: c.BundleTokenFile, MaxBytes: int64(c.BundleMaxBytes),
+		Logger: log, Registerer: reg,
+	}, func(p *engine.Policy, err error) {
+		if err != nil {
+			metrics.Reloads.WithLabelValues("failure").Inc()
+			return
+		}
+		metrics.Reloads.WithLabelValues("success").Inc()
+		swapped(p)
+	})
 }
