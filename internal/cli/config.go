@@ -39,8 +39,9 @@ type Config struct {
 	MaxBody           ByteSize      `yaml:"max_body"`
 	MaxBodyMemory     ByteSize      `yaml:"max_body_memory"`
 	DryRun            bool          `yaml:"dry_run"`
-	Consents          string        `yaml:"consents"`    // consents file
-	ConsentURL        string        `yaml:"consent_url"` // consent service
+	Consents          string        `yaml:"consents"`     // consents file
+	ConsentURL        string        `yaml:"consent_url"`  // consent service
+	ConsentsDSN       string        `yaml:"consents_dsn"` // consents table in PostgreSQL
 	ConsentTTL        time.Duration `yaml:"consent_ttl"`
 	LogFormat         string        `yaml:"log_format"`
 	LogLevel          string        `yaml:"log_level"`
@@ -117,8 +118,8 @@ func (c *Config) validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("log_format %q: want text or json", c.LogFormat))
 	}
-	if c.Consents != "" && c.ConsentURL != "" {
-		errs = append(errs, errors.New("consents and consent_url are exclusive"))
+	if n := countSet(c.Consents, c.ConsentURL, c.ConsentsDSN); n > 1 {
+		errs = append(errs, errors.New("consents, consent_url and consents_dsn are exclusive"))
 	}
 	if c.Bundle != "" {
 		if c.Policies != "" {
@@ -137,6 +138,16 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("gc_percent %d: want 0 (the runtime's default) or more", c.GCPercent))
 	}
 	return errors.Join(errs...)
+}
+
+func countSet(ss ...string) int {
+	n := 0
+	for _, s := range ss {
+		if s != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // ByteSize is a size in bytes that also reads "10MiB", "512KiB", "1GiB".

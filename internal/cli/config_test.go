@@ -50,6 +50,7 @@ func TestConfigFile(t *testing.T) {
 		{name: "admin on the egress port", yaml: "listen: 127.0.0.1:9\nadmin: 127.0.0.1:9\n", err: "admin must not share"},
 		{name: "no ledger", yaml: "ledger: \"\"\n", err: "every disclosure must be recorded"},
 		{name: "two consent sources", yaml: "consents: c.yaml\nconsent_url: http://c\n", err: "exclusive"},
+		{name: "consent url and dsn", yaml: "consent_url: http://c\nconsents_dsn: postgres://c/db\n", err: "exclusive"},
 		{name: "bad log format", yaml: "log_format: xml\n", err: "log_format"},
 		{name: "bundle", yaml: "bundle: https://b.example/pare.tar.gz\nbundle_key: [k1.pem, k2.pem]\nbundle_long_poll: 60s\n", check: func(t *testing.T, c Config) {
 			if c.Bundle == "" || len(c.BundleKeys) != 2 || c.BundleLongPoll != time.Minute || c.BundleDir != "pare-bundle" {

@@ -52,7 +52,8 @@ func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.BoolVar(&c.DryRun, "dry-run", c.DryRun, "forward original payloads but record what would have been removed or refused")
 	fs.StringVar(&c.Consents, "consents", c.Consents, "consents file (YAML or JSON), hot reloaded")
 	fs.StringVar(&c.ConsentURL, "consent-url", c.ConsentURL, "consent service base URL: GET {url}/{subject}")
-	fs.DurationVar(&c.ConsentTTL, "consent-ttl", c.ConsentTTL, "how long a consent service answer is cached")
+	fs.StringVar(&c.ConsentsDSN, "consents-dsn", c.ConsentsDSN, "PostgreSQL consents table (postgres://...; see consent.PostgresSchema), changes followed with LISTEN/NOTIFY")
+	fs.DurationVar(&c.ConsentTTL, "consent-ttl", c.ConsentTTL, "how long a consent service (or database) answer is cached at most")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.IntVar(&c.MaxConnsPerVendor, "max-conns-per-vendor", c.MaxConnsPerVendor, "bound on concurrent upstream connections per vendor host")
@@ -243,6 +244,15 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 			return err
 		}
 		src = h
+	case c.ConsentsDSN != "":
+		pg, err := consent.OpenPostgres(ctx, c.ConsentsDSN, consent.PostgresOptions{TTL: c.ConsentTTL, Logger: log})
+		if err != nil {
+			return err
+		}
+		src = pg
+		wg.Add(1)
+		go func() { defer wg.Done(); pg.Run(ctx) }()
+		defer func() { cancel(); wg.Wait(); pg.Close() }()
 	}
 
 	resolve := map[string]string{}
