@@ -156,6 +156,10 @@ func NewSource(e *engine.Engine, opt SourceOptions, report func(*engine.Policy, 
 		return nil, fmt.Errorf("bundle URL %q: host is missing", u.Redacted())
 	case u.Fragment != "":
 		return nil, fmt.Errorf("bundle URL %q: must not have a fragment", u.Redacted())
+	case u.User != nil:
+		// A password in the URL would end up in logs and ps; and OPA's
+		// client would not send it anyway.
+		return nil, fmt.Errorf("bundle URL %q: must not carry credentials (use a token file)", u.Redacted())
 	}
 	if opt.Verification == nil || !opt.Verification.SignatureRequired() {
 		return nil, errors.New("bundle: a verification key is required (bundles must be signed)")

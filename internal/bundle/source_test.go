@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/pare-dev/pare/internal/bundleserver"
 	"github.com/pare-dev/pare/internal/engine"
@@ -480,7 +481,7 @@ func TestNewSourceRefusesBadOptions(t *testing.T) {
 		{"no key", SourceOptions{URL: "http://b/x", Dir: t.TempDir()}, "verification key is required"},
 		{"no dir", SourceOptions{URL: "http://b/x", Verification: vc}, "directory"},
 		{"ftp", SourceOptions{URL: "ftp://b/x", Verification: vc, Dir: t.TempDir()}, "scheme must be http or https"},
-		{"password redacted", SourceOptions{URL: "ftp://u:hunter2@b/x", Verification: vc, Dir: t.TempDir()}, "u:xxxxx@b"},
+		{"password refused, and redacted", SourceOptions{URL: "https://u:hunter2@b/x", Verification: vc, Dir: t.TempDir()}, "https://u:xxxxx@b/x\": must not carry credentials"},
 		{"sub-second delay", SourceOptions{URL: "http://b/x", Verification: vc, Dir: t.TempDir(), MinDelay: 500 * time.Millisecond, MaxDelay: time.Second}, "whole seconds"},
 		{"min over max", SourceOptions{URL: "http://b/x", Verification: vc, Dir: t.TempDir(), MinDelay: 5 * time.Second, MaxDelay: time.Second}, "max polling delay must be >= min"},
 		{"missing CA file", SourceOptions{URL: "https://b/x", Verification: vc, Dir: t.TempDir(), CACert: "/nonexistent/ca.pem"}, "bundle CA certificates"},
@@ -495,5 +496,24 @@ func TestNewSourceRefusesBadOptions(t *testing.T) {
 				t.Fatal("the password is in the error")
 			}
 		})
+	}
+}
+
+func TestSourceMetricsLint(t *testing.T) {
+	pol := testBundles(t)
+	h := newHarness(t, sourceConfig{url: "http://127.0.0.1:1/b.tar.gz", keys: []testKey{pol.key}, noRun: true})
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 2 {
+		t.Fatalf("%d metric families registered, want 2", len(mfs))
+	}
+	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
 }
