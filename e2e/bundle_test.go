@@ -213,3 +213,48 @@ func TestBundleNoPolicyUntilFirst(t *testing.T) {
 	wantRefusal(t, p.do(t, ticketRequest(t)), 503, "no_policy")
 	wantNothingReceived(t, p.Stub)
 }
+
+// TestBundleCLI: `proxy bundle build` refuses to sign what a sidecar would
+// refuse or what fails its Rego tests (and writes nothing), and
+// `proxy check --config` checks the keys of a bundle config.
+func TestBundleCLI(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	key, pub := writeKeyPair(t, dir, "ci")
+	out := filepath.Join(dir, "b.tar.gz")
+
+	if _, stderr, code := runCLI(t, "bundle", "build", filepath.Join(repoRoot, "policies"), "-o", out); code != 2 || !strings.Contains(stderr, "--signing-key") {
+		t.Errorf("without a signing key: exit %d, %s", code, stderr)
+	}
+	// A policy author's mistake: the contract no longer validates.
+	bad := copyPolicies(t)
+	editFile(t, filepath.Join(bad, "contracts", "zendesk.yaml"), "  role: support\n", "  role: support\n  colour: blue\n")
+	if _, stderr, code := runCLI(t, "bundle", "build", bad, "--signing-key", key, "-o", out); code != 1 || !strings.Contains(stderr, "contracts/zendesk.yaml:") {
+		t.Errorf("invalid contract: exit %d, %s", code, stderr)
+	}
+	// A contract change its Rego tests do not expect.
+	failing := copyPolicies(t)
+	editFile(t, filepath.Join(failing, "contracts", "zendesk.yaml"), "        - ticket/priority\n", "")
+	if _, stderr, code := runCLI(t, "bundle", "build", failing, "--signing-key", key, "-o", out); code != 1 || !strings.Contains(stderr, "Rego tests failed") {
+		t.Errorf("failing Rego tests: exit %d, %s", code, stderr)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("a bundle was written for a policy that was refused: %v", err)
+	}
+
+	cfg := filepath.Join(dir, "serve.yaml")
+	for _, c := range []struct {
+		key  string
+		code int
+		want string
+	}{
+		{pub, 0, "policy from the bundle"},
+		{key, 1, "is not a public key"},
+	} {
+		writeAtomic(t, cfg, []byte("bundle: https://bundles.example/pare.tar.gz\nbundle_key: ["+c.key+"]\n"))
+		stdout, stderr, code := runCLI(t, "check", "--config", cfg)
+		if code != c.code || !strings.Contains(stdout+stderr, c.want) {
+			t.Errorf("check --config with bundle_key %s: exit %d, %s%s", filepath.Base(c.key), code, stdout, stderr)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/pare-dev/pare/internal/bundle"
 	"github.com/pare-dev/pare/internal/engine"
 )
 
@@ -28,6 +29,25 @@ func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		if err := c.validate(); err != nil {
 			fmt.Fprintf(stderr, "config %s: %v\n", *configPath, err)
 			return exitFail
+		}
+		if c.Bundle != "" {
+			// The policy comes from the bundle server; what can be checked
+			// here is that the keys bundles are verified with are usable.
+			var keys []bundle.PublicKey
+			for _, k := range c.BundleKeys {
+				b, err := os.ReadFile(k)
+				if err != nil {
+					fmt.Fprintf(stderr, "config %s: bundle key: %v\n", *configPath, err)
+					return exitFail
+				}
+				keys = append(keys, bundle.PublicKey{Name: k, PEM: b})
+			}
+			if _, err := bundle.NewVerificationConfig(keys...); err != nil {
+				fmt.Fprintf(stderr, "config %s: %v\n", *configPath, err)
+				return exitFail
+			}
+			fmt.Fprintf(stdout, "%s: valid serve config (policy from the bundle %s)\n", *configPath, c.Bundle)
+			return exitOK
 		}
 		fmt.Fprintf(stdout, "%s: valid serve config\n", *configPath)
 		if c.Policies == "" {
