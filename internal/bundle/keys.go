@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
 
 	opabundle "github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/keys"
@@ -159,4 +160,18 @@ func NewVerificationConfig(pubs ...PublicKey) (*opabundle.VerificationConfig, er
 	}
 	// No KeyID: the signature's kid picks the key, and an unknown kid fails.
 	return opabundle.NewVerificationConfig(m, "", "", nil), nil
+}
+
+// VerificationConfigFromFiles reads one PEM public key from each file (see
+// NewVerificationConfig).
+func VerificationConfigFromFiles(paths ...string) (*opabundle.VerificationConfig, error) {
+	pubs := make([]PublicKey, 0, len(paths))
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("verification key: %w", err)
+		}
+		pubs = append(pubs, PublicKey{Name: p, PEM: b})
+	}
+	return NewVerificationConfig(pubs...)
 }

@@ -6,10 +6,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pare-dev/pare/internal/bundle"
+	"github.com/pare-dev/pare/internal/engine"
+	"github.com/pare-dev/pare/internal/proxy"
 )
 
 func runBundle(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -106,4 +111,26 @@ func writeFileAtomic(path string, b []byte) error {
 		_ = os.Remove(f.Name())
 	}
 	return err
+}
+
+// newBundleSource sets up --bundle: the keys, OPA's downloader and the
+// metrics. swapped updates the policy metrics after each activation.
+func newBundleSource(c Config, eng *engine.Engine, metrics *proxy.Metrics, reg prometheus.Registerer, log *slog.Logger, swapped func(*engine.Policy)) (*bundle.Source, error) {
+	vc, err := bundle.VerificationConfigFromFiles(c.BundleKeys...)
+	if err != nil {
+		return nil, err
+	}
+	return bundle.NewSource(eng, bundle.SourceOptions{
+		URL: c.Bundle, Verification: vc, Dir: c.BundleDir,
+		MinDelay: c.BundleMinDelay, MaxDelay: c.BundleMaxDelay, LongPollTimeout: c.BundleLongPoll,
+		CACert: c.BundleCA, TokenFile: c.BundleTokenFile, MaxBytes: int64(c.BundleMaxBytes),
+		Logger: log, Registerer: reg,
+	}, func(p *engine.Policy, err error) {
+		if err != nil {
+			metrics.Reloads.WithLabelValues("failure").Inc()
+			return
+		}
+		metrics.Reloads.WithLabelValues("success").Inc()
+		swapped(p)
+	})
 }

@@ -33,16 +33,7 @@ func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		if c.Bundle != "" {
 			// The policy comes from the bundle server; what can be checked
 			// here is that the keys bundles are verified with are usable.
-			var keys []bundle.PublicKey
-			for _, k := range c.BundleKeys {
-				b, err := os.ReadFile(k)
-				if err != nil {
-					fmt.Fprintf(stderr, "config %s: bundle key: %v\n", *configPath, err)
-					return exitFail
-				}
-				keys = append(keys, bundle.PublicKey{Name: k, PEM: b})
-			}
-			if _, err := bundle.NewVerificationConfig(keys...); err != nil {
+			if _, err := bundle.VerificationConfigFromFiles(c.BundleKeys...); err != nil {
 				fmt.Fprintf(stderr, "config %s: %v\n", *configPath, err)
 				return exitFail
 			}

@@ -30,7 +30,7 @@ import (
 func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.StringVar(configPath, "config", "", "YAML config file (keys as the flags, with _ for -); flags override it")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "egress listener (the app's HTTP_PROXY)")
-	fs.StringVar(&c.Admin, "admin", c.Admin, "admin listener: /metrics /healthz /readyz /debug/policy (empty: off)")
+	fs.StringVar(&c.Admin, "admin", c.Admin, "admin listener: /metrics /healthz /readyz /debug/policy /debug/bundle (empty: off)")
 	fs.StringVar(&c.Policies, "policies", c.Policies, "policies directory, hot reloaded (default: the bundled policies)")
 	fs.StringVar(&c.Bundle, "bundle", c.Bundle, "URL of a signed policy bundle (proxy bundle build), polled instead of --policies")
 	fs.Var((*listFlag)(&c.BundleKeys), "bundle-key", "PEM public key a bundle must be signed with (repeatable: key rotation)")
@@ -360,34 +360,4 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 		}
 	}
 	return nil
-}
-
-// newBundleSource sets up --bundle: the keys, OPA's downloader and the
-// metrics. swapped updates the policy metrics after each activation.
-func newBundleSource(c Config, eng *engine.Engine, metrics *proxy.Metrics, reg prometheus.Registerer, log *slog.Logger, swapped func(*engine.Policy)) (*bundle.Source, error) {
-	var keys []bundle.PublicKey
-	for _, k := range c.BundleKeys {
-		b, err := os.ReadFile(k)
-		if err != nil {
-			return nil, fmt.Errorf("bundle key: %w", err)
-		}
-		keys = append(keys, bundle.PublicKey{Name: k, PEM: b})
-	}
-	vc, err := bundle.NewVerificationConfig(keys...)
-	if err != nil {
-		return nil, err
-	}
-	return bundle.NewSource(eng, bundle.SourceOptions{
-		URL: c.Bundle, Verification: vc, Dir: c.BundleDir,
-		MinDelay: c.BundleMinDelay, MaxDelay: c.BundleMaxDelay, LongPollTimeout: c.BundleLongPoll,
-		CACert: c.BundleCA, TokenFile: c.BundleTokenFile, MaxBytes: int64(c.BundleMaxBytes),
-		Logger: log, Registerer: reg,
-	}, func(p *engine.Policy, err error) {
-		if err != nil {
-			metrics.Reloads.WithLabelValues("failure").Inc()
-			return
-		}
-		metrics.Reloads.WithLabelValues("success").Inc()
-		swapped(p)
-	})
 }
