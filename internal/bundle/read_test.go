@@ -5,6 +5,10 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"io/fs"
@@ -305,4 +309,58 @@ func TestBuildRefusesFailingTests(t *testing.T) {
 
 func tarHeader(name string) tar.Header {
 	return tar.Header{Name: name, Mode: 0o644, Typeflag: tar.TypeReg}
+}
+
+// TestReadRefusesAlgorithmConfusion: the classic JWT attacks on a signature
+// check. The algorithm is the configured key's, never the token's: a token
+// that says "none", or HS256 keyed with the (public) verification key, is
+// refused.
+func TestReadRefusesAlgorithmConfusion(t *testing.T) {
+	key := newECKey(t)
+	good := build(t, os.DirFS(policiesDir), key)
+	var token string
+	for _, e := range unpack(t, good) {
+		if e.hdr.Name == "/.signatures.json" {
+			var sc struct{ Signatures []string }
+			if err := json.Unmarshal(e.data, &sc); err != nil || len(sc.Signatures) != 1 {
+				t.Fatalf("signatures %s: %v", e.data, err)
+			}
+			token = sc.Signatures[0]
+		}
+	}
+	payload := strings.Split(token, ".")[1]
+	enc := base64.RawURLEncoding
+	forge := func(alg string, sign func(signed string) string) []byte {
+		hdr := enc.EncodeToString([]byte(`{"alg":"` + alg + `","kid":"` + key.signing.KeyID() + `","typ":"JWT"}`))
+		signed := hdr + "." + payload
+		forged := signed + "." + sign(signed)
+		return edit(t, good, replaceFile(".signatures.json", func([]byte) []byte {
+			b, _ := json.Marshal(map[string][]string{"signatures": {forged}})
+			return b
+		}))
+	}
+	cases := map[string][]byte{
+		"none": forge("none", func(string) string { return "" }),
+		"HS256 keyed with the public key": forge("HS256", func(signed string) string {
+			m := hmac.New(sha256.New, key.pub)
+			m.Write([]byte(signed))
+			return enc.EncodeToString(m.Sum(nil))
+		}),
+	}
+	// Control: the same surgery with the genuine token still reads, so a
+	// refusal below is the signature's, not the repacking's.
+	genuine := edit(t, good, replaceFile(".signatures.json", func([]byte) []byte {
+		b, _ := json.Marshal(map[string][]string{"signatures": {token}})
+		return b
+	}))
+	if _, err := Read(genuine, verifier(t, key), 0); err != nil {
+		t.Fatalf("control: %v", err)
+	}
+	for name, raw := range cases {
+		t.Run(name, func(t *testing.T) {
+			if _, err := Read(raw, verifier(t, key), 0); err == nil {
+				t.Fatal("a forged signature was accepted")
+			}
+		})
+	}
 }
