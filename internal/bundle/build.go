@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"path"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	opabundle "github.com/open-policy-agent/opa/v1/bundle"
@@ -38,7 +40,15 @@ type WriteOptions struct {
 	// Metadata goes into the manifest's metadata (e.g. source_revision, the
 	// commit the policy was built from).
 	Metadata map[string]any
+	// BuiltAt, when set, goes into the metadata as built_at. Build sets it
+	// to the time of the build: sidecars refuse a bundle built before the
+	// one they enforce (see Source), so a bundle server cannot roll the
+	// fleet back to an older, validly signed policy.
+	BuiltAt time.Time
 }
+
+// metaBuiltAt is the manifest metadata key of WriteOptions.BuiltAt.
+const metaBuiltAt = "built_at"
 
 // Write writes a signed bundle to w holding the named files of fsys (paths
 // relative to its root, as engine.Policy.Files lists them), byte for byte.
@@ -73,7 +83,14 @@ func Write(w io.Writer, fsys fs.FS, files []string, opt WriteOptions) error {
 		contents[i] = b
 	}
 
-	m := opabundle.Manifest{Revision: opt.Revision, Metadata: opt.Metadata}
+	meta := maps.Clone(opt.Metadata)
+	if !opt.BuiltAt.IsZero() {
+		if meta == nil {
+			meta = map[string]any{}
+		}
+		meta[metaBuiltAt] = opt.BuiltAt.UTC().Format(time.RFC3339Nano)
+	}
+	m := opabundle.Manifest{Revision: opt.Revision, Metadata: meta}
 	m.Init()
 	m.SetRegoVersion(ast.RegoV1)
 	manifest, err := json.Marshal(m)
@@ -158,7 +175,8 @@ func hashFile(h opabundle.SignatureHasher, name string, b []byte) (string, error
 // Rego compiles, every contract validates) and runs their Rego tests, then
 // writes the signed bundle of the files the engine loaded (Rego without the
 // tests, contracts and other data) to w, with the engine's revision as the
-// manifest revision. Tests run here, in CI, rather than on every sidecar:
+// manifest revision and the time of the build as built_at (unless opt
+// says otherwise). Tests run here, in CI, rather than on every sidecar:
 // a sidecar activates a bundle only if it compiles and validates, but does
 // not run the tests again.
 func Build(ctx context.Context, fsys fs.FS, w io.Writer, opt WriteOptions) (*engine.Policy, int, error) {
@@ -187,6 +205,9 @@ func Build(ctx context.Context, fsys fs.FS, w io.Writer, opt WriteOptions) (*eng
 		return nil, len(results), fmt.Errorf("%d of %d Rego tests failed:\n%w", len(failed), len(results), errors.Join(failed...))
 	}
 	opt.Revision = p.Revision
+	if opt.BuiltAt.IsZero() {
+		opt.BuiltAt = time.Now()
+	}
 	var buf bytes.Buffer
 	if err := Write(&buf, fsys, p.Files, opt); err != nil {
 		return nil, len(results), err

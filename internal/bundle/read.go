@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"strings"
 	"testing/fstest"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	opabundle "github.com/open-policy-agent/opa/v1/bundle"
@@ -29,8 +30,10 @@ var ErrTooLarge = errors.New("bundle too large")
 type Contents struct {
 	// Revision is the manifest's revision.
 	Revision string
-	// Metadata is the manifest's metadata (source_revision, ...).
+	// Metadata is the manifest's metadata (source_revision, built_at, ...).
 	Metadata map[string]any
+	// BuiltAt is the metadata's built_at; zero when absent or malformed.
+	BuiltAt time.Time
 	// Files holds the bundle's files other than .manifest and
 	// .signatures.json, at their paths in the policies directory, exactly the
 	// bytes the signature covers. Read-only.
@@ -79,7 +82,11 @@ func Read(raw []byte, vc *opabundle.VerificationConfig, maxBytes int64) (*Conten
 	if len(b.Signatures.Signatures) == 0 || b.Type() != opabundle.SnapshotBundleType {
 		return nil, errors.New("read bundle: not a signed snapshot bundle")
 	}
-	return &Contents{Revision: b.Manifest.Revision, Metadata: b.Manifest.Metadata, Files: c.files, Names: c.names}, nil
+	out := &Contents{Revision: b.Manifest.Revision, Metadata: b.Manifest.Metadata, Files: c.files, Names: c.names}
+	if s, ok := out.Metadata[metaBuiltAt].(string); ok {
+		out.BuiltAt, _ = time.Parse(time.RFC3339Nano, s)
+	}
+	return out, nil
 }
 
 // checkSize refuses raw when it, or what it decompresses to, exceeds max. It

@@ -120,6 +120,7 @@ type Source struct {
 	// digest is the SHA-256 of the active bundle's bytes: a server without
 	// ETags serves the same bytes on every poll, which need no recompiling.
 	digest    [sha256.Size]byte
+	builtAt   time.Time // the active bundle's built_at
 	persisted bool
 	failing   bool   // the last poll failed: only the first of a streak is logged at warn
 	refused   string // the last refusal logged at error: the same one again is logged at debug
@@ -129,6 +130,7 @@ type Source struct {
 type Status struct {
 	URL            string         `json:"url"`
 	Revision       string         `json:"revision,omitempty"`
+	BuiltAt        *time.Time     `json:"built_at,omitempty"`
 	Metadata       map[string]any `json:"metadata,omitempty"`
 	ETag           string         `json:"etag,omitempty"`
 	ActivatedAt    *time.Time     `json:"activated_at,omitempty"`
@@ -304,6 +306,9 @@ func (s *Source) Restore(ctx context.Context) error {
 		return fmt.Errorf("persisted bundle: %w", err) // fs.ErrNotExist: none yet
 	}
 	p, c, err := LoadPolicy(ctx, raw, s.opt.Verification, s.opt.MaxBytes, s.opt.Load)
+	if err == nil {
+		err = s.checkNotOlder(c)
+	}
 	if err != nil {
 		s.fail(ReasonInvalid, fmt.Errorf("persisted bundle %s: %w", path, err))
 		if s.report != nil {
@@ -392,6 +397,9 @@ func (s *Source) update(ctx context.Context, u download.Update) error {
 	s.mu.Unlock()
 	if !same {
 		p, c, err := LoadPolicy(ctx, raw, s.opt.Verification, s.opt.MaxBytes, s.opt.Load)
+		if err == nil {
+			err = s.checkNotOlder(c)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return err
@@ -420,13 +428,39 @@ func (s *Source) update(ctx context.Context, u download.Update) error {
 	return nil
 }
 
+// checkNotOlder refuses a bundle built before the active one. A signature
+// says who built a bundle, not that it is the latest: whoever controls the
+// bundle server (or the path to it) could otherwise serve an older, validly
+// signed policy, say one that still sent a vendor a field since withdrawn.
+// Going back to an older policy on purpose is a new build, which is newer.
+// (A sidecar with no bundle yet, neither active nor persisted, has nothing
+// to compare with and takes any validly signed one.)
+func (s *Source) checkNotOlder(c *Contents) error {
+	if c.BuiltAt.IsZero() {
+		return fmt.Errorf("bundle %s has no built_at in its manifest: build bundles with `proxy bundle build`", short(c.Revision))
+	}
+	s.mu.Lock()
+	active := s.builtAt
+	s.mu.Unlock()
+	if c.BuiltAt.Before(active) {
+		return fmt.Errorf("bundle %s was built at %s, before the active one (%s, built at %s): refusing a rollback; to go back to an older policy, build it again",
+			short(c.Revision), c.BuiltAt.Format(time.RFC3339), short(s.Status().Revision), active.Format(time.RFC3339))
+	}
+	return nil
+}
+
 func (s *Source) activate(p *engine.Policy, c *Contents, raw []byte, etag string) {
 	s.eng.Swap(p)
 	now := time.Now()
 	s.mu.Lock()
 	s.digest = [sha256.Size]byte(sha256Sum(raw))
+	s.builtAt = c.BuiltAt
 	s.persisted = false
 	s.st.Revision, s.st.Metadata, s.st.ETag = p.Revision, c.Metadata, etag
+	if !c.BuiltAt.IsZero() {
+		builtAt := c.BuiltAt
+		s.st.BuiltAt = &builtAt
+	}
 	s.st.ActivatedAt, s.st.RestoredFrom, s.st.Persisted = &now, "", false
 	s.mu.Unlock()
 	if s.report != nil {

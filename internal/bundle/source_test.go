@@ -76,7 +76,7 @@ func testBundles(t testing.TB) policies {
 			t.Fatal(err)
 		}
 		var buf bytes.Buffer
-		if err := Write(&buf, broken, pol.Files, WriteOptions{Key: p.key.signing, Revision: pol.Revision}); err != nil {
+		if err := Write(&buf, broken, pol.Files, WriteOptions{Key: p.key.signing, Revision: pol.Revision, BuiltAt: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
 		p.broken, p.brokenReason = buf.Bytes(), "egress.rego:"
@@ -516,4 +516,53 @@ func TestSourceMetricsLint(t *testing.T) {
 	for _, p := range problems {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
+}
+
+// TestSourceRefusesRollback: whoever controls the bundle server cannot take
+// the fleet back to an older bundle, although it is validly signed; a new
+// build of the old policy is taken.
+func TestSourceRefusesRollback(t *testing.T) {
+	t.Parallel()
+	pol := testBundles(t) // A was built before B
+	srv := startServer(t, true)
+	srv.Set(pol.b)
+	dir := t.TempDir()
+	h := newHarness(t, sourceConfig{url: srv.URL, dir: dir, keys: []testKey{pol.key}, longPoll: true})
+	h.waitRevision(t, pol.revB)
+	waitFor(t, "B persisted", 5*time.Second, func() bool { return h.src.Status().Persisted })
+
+	srv.Set(pol.a)
+	waitFor(t, "the rollback refused", 15*time.Second, func() bool { return strings.Contains(h.log.String(), "refusing a rollback") })
+	if h.revision() != pol.revB || !bytes.Equal(h.persisted(t), pol.b) {
+		t.Fatal("rolled back to A")
+	}
+	h.stop()
+
+	// Nor across a restart: the persisted B is what an older bundle is
+	// compared with.
+	again := newHarness(t, sourceConfig{url: srv.URL, dir: dir, keys: []testKey{pol.key}, longPoll: true, noRun: true})
+	if err := again.src.Restore(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	again.run(t)
+	waitFor(t, "the rollback refused after a restart", 15*time.Second, func() bool { return strings.Contains(again.log.String(), "refusing a rollback") })
+	if again.revision() != pol.revB {
+		t.Fatal("rolled back to A after a restart")
+	}
+
+	// Going back on purpose: build A again.
+	srv.Set(build(t, os.DirFS(policiesDir), pol.key))
+	again.waitRevision(t, pol.revA)
+
+	// A bundle without built_at is refused too (not built by bundle build).
+	var buf bytes.Buffer
+	p, err := engine.Load(context.Background(), dirFS(t), engine.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(&buf, dirFS(t), p.Files, WriteOptions{Key: pol.key.signing, Revision: p.Revision}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Set(buf.Bytes())
+	waitFor(t, "a bundle without built_at refused", 15*time.Second, func() bool { return strings.Contains(again.log.String(), "has no built_at") })
 }
