@@ -22,6 +22,9 @@
 //     signed bundle, one over the size limit, or one that does not compile is
 //     refused, logged with the file and the reason, counted, and the policy in
 //     force stays.
+//   - A bundle built before the one in force is refused (built_at, signed in
+//     the manifest), so a bundle server cannot roll a fleet back to an older
+//     policy.
 //   - The last activated bundle is persisted (atomically, fsync'd) and verified
 //     again when read back, so a restart while the bundle server is down comes
 //     up on the last good policy.
