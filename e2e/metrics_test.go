@@ -81,7 +81,7 @@ func TestAdminEndpoints(t *testing.T) {
 		}
 		for _, name := range []string{
 			"pare_egress_fields_removed_total", "pare_policy_decision_duration_seconds_count",
-			"pare_upstream_duration_seconds_count", "pare_policy_reloads_total", "pare_policy_revision_info",
+			"pare_upstream_duration_seconds_count", "pare_policy_reloads_total", "pare_policy_info",
 			"pare_ledger_write_errors_total", "pare_egress_requests_in_flight",
 		} {
 			if metricValue(exposition, name) < 0 {

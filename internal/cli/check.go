@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/pare-dev/pare/internal/bundle"
 	"github.com/pare-dev/pare/internal/engine"
 )
 
@@ -28,6 +29,16 @@ func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		if err := c.validate(); err != nil {
 			fmt.Fprintf(stderr, "config %s: %v\n", *configPath, err)
 			return exitFail
+		}
+		if c.Bundle != "" {
+			// The policy comes from the bundle server; what can be checked
+			// here is that the keys bundles are verified with are usable.
+			if _, err := bundle.VerificationConfigFromFiles(c.BundleKeys...); err != nil {
+				fmt.Fprintf(stderr, "config %s: %v\n", *configPath, err)
+				return exitFail
+			}
+			fmt.Fprintf(stdout, "%s: valid serve config (policy from the bundle %s)\n", *configPath, c.Bundle)
+			return exitOK
 		}
 		fmt.Fprintf(stdout, "%s: valid serve config\n", *configPath)
 		if c.Policies == "" {

@@ -34,6 +34,7 @@ func commands() []command {
 		{"extproc", "run the pipeline as an Envoy ext_proc gRPC server (default 127.0.0.1:15002; serve's flags)", runExtproc},
 		{"explain", "show exactly what a vendor would receive for a request, and why", runExplain},
 		{"check", "compile the policies, validate every contract, run the Rego tests", runCheck},
+		{"bundle", "bundle build: check the policies and write a signed bundle for a fleet", runBundle},
 		{"ledger", "verify, query or report on the disclosure ledger", runLedger},
 		{"ca", "export (or create) the drop-in CA apps trust for HTTPS_PROXY", runCA},
 		{"ropa", "the record of processing activities (GDPR Art. 30) from the contracts, and a ledger's traffic", runRopa},

@@ -13,18 +13,28 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pare-dev/pare/internal/bundle"
 	"github.com/pare-dev/pare/internal/ledger"
 )
 
 // Config is the serve configuration: a YAML file (--config) whose keys match
 // the flags; flags given on the command line override it.
 type Config struct {
-	Listen         string   `yaml:"listen"`
-	Admin          string   `yaml:"admin"`
-	Policies       string   `yaml:"policies"` // "" = the bundled policies
-	Service        string   `yaml:"service"`
-	Ledger         string   `yaml:"ledger"`
-	LedgerMaxBytes ByteSize `yaml:"ledger_max_bytes"`
+	Listen          string        `yaml:"listen"`
+	Admin           string        `yaml:"admin"`
+	Policies        string        `yaml:"policies"` // "" = the bundled policies
+	Bundle          string        `yaml:"bundle"`   // bundle URL, instead of policies
+	BundleKeys      []string      `yaml:"bundle_key"`
+	BundleDir       string        `yaml:"bundle_dir"`
+	BundleMinDelay  time.Duration `yaml:"bundle_min_delay"`
+	BundleMaxDelay  time.Duration `yaml:"bundle_max_delay"`
+	BundleLongPoll  time.Duration `yaml:"bundle_long_poll"`
+	BundleCA        string        `yaml:"bundle_ca"`
+	BundleTokenFile string        `yaml:"bundle_token_file"`
+	BundleMaxBytes  ByteSize      `yaml:"bundle_max_bytes"`
+	Service         string        `yaml:"service"`
+	Ledger          string        `yaml:"ledger"`
+	LedgerMaxBytes  ByteSize      `yaml:"ledger_max_bytes"`
 	// StateDir keeps what the sidecar generates once and must keep: the
 	// ledger's signing key and the drop-in CA.
 	StateDir           string        `yaml:"state_dir"`
@@ -38,8 +48,9 @@ type Config struct {
 	MaxBody            ByteSize      `yaml:"max_body"`
 	MaxBodyMemory      ByteSize      `yaml:"max_body_memory"`
 	DryRun             bool          `yaml:"dry_run"`
-	Consents           string        `yaml:"consents"`    // consents file
-	ConsentURL         string        `yaml:"consent_url"` // consent service
+	Consents           string        `yaml:"consents"`     // consents file
+	ConsentURL         string        `yaml:"consent_url"`  // consent service
+	ConsentsDSN        string        `yaml:"consents_dsn"` // consents table in PostgreSQL
 	ConsentTTL         time.Duration `yaml:"consent_ttl"`
 	LogFormat          string        `yaml:"log_format"`
 	LogLevel           string        `yaml:"log_level"`
@@ -99,6 +110,10 @@ func defaultConfig() Config {
 		Ledger:             "pare-ledger.jsonl",
 		LedgerMaxBytes:     64 << 20,
 		StateDir:           "pare-state",
+		BundleDir:          "pare-bundle",
+		BundleMinDelay:     bundle.DefaultMinDelay,
+		BundleMaxDelay:     bundle.DefaultMaxDelay,
+		BundleMaxBytes:     bundle.DefaultMaxBytes,
 		CheckpointEvery:    ledger.DefaultCheckpointEvery,
 		CheckpointInterval: ledger.DefaultCheckpointInterval,
 		MaxBody:            10 << 20,
@@ -169,8 +184,21 @@ func (c *Config) validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("log_format %q: want text or json", c.LogFormat))
 	}
-	if c.Consents != "" && c.ConsentURL != "" {
-		errs = append(errs, errors.New("consents and consent_url are exclusive"))
+	if n := countSet(c.Consents, c.ConsentURL, c.ConsentsDSN); n > 1 {
+		errs = append(errs, errors.New("consents, consent_url and consents_dsn are exclusive"))
+	}
+	if c.Bundle != "" {
+		if c.Policies != "" {
+			errs = append(errs, errors.New("policies and bundle are exclusive: a sidecar takes its policy from one place"))
+		}
+		if len(c.BundleKeys) == 0 {
+			errs = append(errs, errors.New("bundle needs bundle_key: the public key(s) bundles must be signed with"))
+		}
+		if c.BundleDir == "" {
+			errs = append(errs, errors.New("bundle needs bundle_dir: where the last good bundle is kept for a restart"))
+		}
+	} else if len(c.BundleKeys) > 0 {
+		errs = append(errs, errors.New("bundle_key is set but bundle is not"))
 	}
 	if (c.CACert == "") != (c.CAKey == "") {
 		errs = append(errs, errors.New("ca_cert and ca_key go together"))
@@ -198,6 +226,16 @@ func (c *Config) ledgerKeyPath() string {
 		return c.LedgerKey
 	}
 	return filepath.Join(c.StateDir, ledgerKeyFile)
+}
+
+func countSet(ss ...string) int {
+	n := 0
+	for _, s := range ss {
+		if s != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // ByteSize is a size in bytes that also reads "10MiB", "512KiB", "1GiB".

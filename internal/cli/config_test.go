@@ -50,7 +50,17 @@ func TestConfigFile(t *testing.T) {
 		{name: "admin on the egress port", yaml: "listen: 127.0.0.1:9\nadmin: 127.0.0.1:9\n", err: "admin must not share"},
 		{name: "no ledger", yaml: "ledger: \"\"\n", err: "every disclosure must be recorded"},
 		{name: "two consent sources", yaml: "consents: c.yaml\nconsent_url: http://c\n", err: "exclusive"},
+		{name: "consent url and dsn", yaml: "consent_url: http://c\nconsents_dsn: postgres://c/db\n", err: "exclusive"},
 		{name: "bad log format", yaml: "log_format: xml\n", err: "log_format"},
+		{name: "bundle", yaml: "bundle: https://b.example/pare.tar.gz\nbundle_key: [k1.pem, k2.pem]\nbundle_long_poll: 60s\n", check: func(t *testing.T, c Config) {
+			if c.Bundle == "" || len(c.BundleKeys) != 2 || c.BundleLongPoll != time.Minute || c.BundleDir != "pare-bundle" {
+				t.Errorf("config = %+v", c)
+			}
+		}},
+		{name: "unsigned bundle", yaml: "bundle: https://b.example/pare.tar.gz\n", err: "bundle needs bundle_key"},
+		{name: "bundle and policies", yaml: "bundle: https://b/x\nbundle_key: [k]\npolicies: p\n", err: "exclusive"},
+		{name: "bundle without a dir", yaml: "bundle: https://b/x\nbundle_key: [k]\nbundle_dir: \"\"\n", err: "bundle_dir"},
+		{name: "bundle key without bundle", yaml: "bundle_key: [k]\n", err: "bundle is not"},
 		{name: "negative gc_percent", yaml: "gc_percent: -1\n", err: "gc_percent"},
 		{name: "company", yaml: "company_name: Webinar Co\nprivacy_contact: privacy@webinar-co.example\n", check: func(t *testing.T, c Config) {
 			if c.CompanyName != "Webinar Co" || c.PrivacyContact != "privacy@webinar-co.example" {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/pare-dev/pare/internal/ca"
+	"github.com/pare-dev/pare/internal/bundle"
 	"github.com/pare-dev/pare/internal/consent"
 	"github.com/pare-dev/pare/internal/engine"
 	"github.com/pare-dev/pare/internal/extproc"
@@ -34,8 +36,17 @@ import (
 func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.StringVar(configPath, "config", "", "YAML config file (keys as the flags, with _ for -); flags override it")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "egress listener (the app's HTTP_PROXY)")
-	fs.StringVar(&c.Admin, "admin", c.Admin, "admin listener: /metrics /healthz /readyz /debug/policy (empty: off)")
+	fs.StringVar(&c.Admin, "admin", c.Admin, "admin listener: /metrics /healthz /readyz /debug/policy /debug/bundle (empty: off)")
 	fs.StringVar(&c.Policies, "policies", c.Policies, "policies directory, hot reloaded (default: the bundled policies)")
+	fs.StringVar(&c.Bundle, "bundle", c.Bundle, "URL of a signed policy bundle (proxy bundle build), polled instead of --policies")
+	fs.Var((*listFlag)(&c.BundleKeys), "bundle-key", "PEM public key a bundle must be signed with (repeatable: key rotation)")
+	fs.StringVar(&c.BundleDir, "bundle-dir", c.BundleDir, "directory keeping the last good bundle, used at start while the bundle server is down")
+	fs.DurationVar(&c.BundleMinDelay, "bundle-min-delay", c.BundleMinDelay, "shortest wait between bundle polls (whole seconds)")
+	fs.DurationVar(&c.BundleMaxDelay, "bundle-max-delay", c.BundleMaxDelay, "longest wait between bundle polls, and the longest retry backoff (whole seconds)")
+	fs.DurationVar(&c.BundleLongPoll, "bundle-long-poll", c.BundleLongPoll, "ask the bundle server to hold each poll up to this long until the bundle changes (0: off)")
+	fs.StringVar(&c.BundleCA, "bundle-ca", c.BundleCA, "PEM file of CA certificates for an https bundle server (default: the system's)")
+	fs.StringVar(&c.BundleTokenFile, "bundle-token-file", c.BundleTokenFile, "file holding a bearer token for the bundle server, re-read on every poll")
+	fs.Var(&c.BundleMaxBytes, "bundle-max-bytes", "largest bundle accepted, compressed or not")
 	fs.StringVar(&c.Service, "service", c.Service, "this workload's service name (input.source.service)")
 	fs.StringVar(&c.Ledger, "ledger", c.Ledger, "disclosure ledger file")
 	fs.Var(&c.LedgerMaxBytes, "ledger-max-bytes", "rotate the ledger at this size")
@@ -52,7 +63,8 @@ func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.BoolVar(&c.DryRun, "dry-run", c.DryRun, "forward original payloads but record what would have been removed or refused")
 	fs.StringVar(&c.Consents, "consents", c.Consents, "consents file (YAML or JSON), hot reloaded")
 	fs.StringVar(&c.ConsentURL, "consent-url", c.ConsentURL, "consent service base URL: GET {url}/{subject}")
-	fs.DurationVar(&c.ConsentTTL, "consent-ttl", c.ConsentTTL, "how long a consent service answer is cached")
+	fs.StringVar(&c.ConsentsDSN, "consents-dsn", c.ConsentsDSN, "PostgreSQL consents table (postgres://...; see consent.PostgresSchema), changes followed with LISTEN/NOTIFY")
+	fs.DurationVar(&c.ConsentTTL, "consent-ttl", c.ConsentTTL, "how long a consent service (or database) answer is cached at most")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.IntVar(&c.MaxConnsPerVendor, "max-conns-per-vendor", c.MaxConnsPerVendor, "bound on concurrent upstream connections per vendor host")
@@ -178,12 +190,26 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 		metrics.LastReload.SetToCurrentTime()
 	}
 	var pol *engine.Policy
-	if c.Policies == "" {
+	var bundles *bundle.Source
+	switch {
+	case c.Bundle != "":
+		// No built-in fallback: until a signed bundle (or the persisted
+		// last good one) is active, every request is refused.
+		bundles, err = newBundleSource(c, eng, metrics, reg, log, swapped)
+		if err != nil {
+			return err
+		}
+		if err := bundles.Restore(ctx); errors.Is(err, fs.ErrNotExist) {
+			log.Info("no persisted bundle: every request is refused until the bundle server answers", "dir", c.BundleDir)
+		}
+	case c.Policies == "":
 		pol, err = engine.Load(ctx, policies.FS, engine.LoadOptions{})
-	} else {
+	default:
 		pol, err = engine.LoadDir(ctx, c.Policies, engine.LoadOptions{})
 	}
-	if err != nil {
+	if bundles != nil {
+		// The bundle source activates, logs and counts by itself.
+	} else if err != nil {
 		// Start anyway and refuse with 503 until a valid policy arrives:
 		// /readyz tells the orchestrator, and the watcher may fix it.
 		metrics.Reloads.WithLabelValues("failure").Inc()
@@ -281,6 +307,15 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 			return err
 		}
 		src = h
+	case c.ConsentsDSN != "":
+		pg, err := consent.OpenPostgres(ctx, c.ConsentsDSN, consent.PostgresOptions{TTL: c.ConsentTTL, Logger: log})
+		if err != nil {
+			return err
+		}
+		src = pg
+		wg.Add(1)
+		go func() { defer wg.Done(); pg.Run(ctx) }()
+		defer func() { cancel(); wg.Wait(); pg.Close() }()
 	}
 
 	resolve := map[string]string{}
@@ -368,6 +403,10 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 		}
 	}
 
+	if bundles != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); bundles.Run(ctx) }()
+	}
 	if c.Policies != "" {
 		wg.Add(1)
 		go func() {
@@ -396,7 +435,14 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 			return fmt.Errorf("admin listener: %w", err)
 		}
 		adminAddr = adminLn.Addr().String()
-		admin := &http.Server{Handler: ledgerAdmin(led, proxy.AdminHandler(eng, reg)), ReadHeaderTimeout: 5 * time.Second}
+		var handler http.Handler = ledgerAdmin(led, proxy.AdminHandler(eng, reg))
+		if bundles != nil {
+			mux := http.NewServeMux()
+			mux.Handle("GET /debug/bundle", bundles)
+			mux.Handle("/", handler)
+			handler = mux
+		}
+		admin := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 		fronts = append(fronts, httpFront("admin", adminLn, admin))
 	}
 	errc := make(chan error, len(fronts))

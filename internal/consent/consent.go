@@ -13,6 +13,9 @@
 //     keeps the last good state.
 //   - [HTTP]: a consent service, GET {base}/{subject}, with a short TTL cache (a withdrawal takes
 //     effect within the TTL), a bounded LRU, coalesced concurrent lookups and a per-lookup timeout.
+//   - [Postgres]: the table pare_consents in PostgreSQL ([PostgresSchema]), with a cache kept current
+//     by LISTEN/NOTIFY (a committed withdrawal takes effect at once) and nothing cached while the
+//     listener is down; a database that is down fails lookups (closed), as the HTTP source does.
 //   - [None] and [Static]: no consents at all, or a fixed in-memory set (tests, no config).
 //
 // Every source returns the current state: one [Consent] per purpose, the latest event winning,
@@ -70,6 +73,7 @@ var (
 	_ Source = Static(nil)
 	_ Source = (*File)(nil)
 	_ Source = (*HTTP)(nil)
+	_ Source = (*Postgres)(nil)
 )
 
 // None is the source used when no consent source is configured: nobody has consented to anything,

@@ -58,3 +58,11 @@ func (c *lru) put(it *lruItem) {
 }
 
 func (c *lru) len() int { return c.order.Len() }
+
+// remove drops key's entry, if any.
+func (c *lru) remove(key string) {
+	if el, ok := c.items[key]; ok {
+		c.order.Remove(el)
+		delete(c.items, key)
+	}
+}

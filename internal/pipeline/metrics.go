@@ -65,8 +65,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Policy loads by result (success or failure).",
 		}, []string{"result"}),
 		Revision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "pare", Subsystem: "policy", Name: "revision_info",
-			Help: "The loaded policy revision (value 1; one series at a time).",
+			Namespace: "pare", Subsystem: "policy", Name: "info",
+			Help: "The active policy's revision (value 1; one series at a time): the SHA-256 of its files, the same for a directory and the bundle built from it.",
 		}, []string{"revision"}),
 		LastReload: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "pare", Subsystem: "policy", Name: "last_reload_success_timestamp_seconds",
