@@ -103,6 +103,7 @@ func TestBundleFleet(t *testing.T) {
 	// sidecars do not trust, it must never be enforced.
 	polC := policiesWithoutTests(t)
 	editFile(t, filepath.Join(polC, "contracts", "zendesk.yaml"), "        - ticket/priority\n", "        - ticket/priority\n        - ticket/requester/phone\n")
+	editFile(t, filepath.Join(polC, "contracts", "zendesk.yaml"), "contact: [ticket/requester/email]", "contact: [ticket/requester/email, ticket/requester/phone]")
 	c, revC := buildBundle(t, polC, otherKey, filepath.Join(dir, "c.tar.gz"))
 	if revA == revB || revB == revC {
 		t.Fatal("the three policies must differ")
