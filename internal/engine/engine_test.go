@@ -219,7 +219,7 @@ func BenchmarkDecide(b *testing.B) {
 		}
 	})
 	b.Run("uncached", func(b *testing.B) {
-		p2, _ := LoadDir(ctx, "testdata/simple", LoadOptions{CacheSize: -1})
+		p2, _ := LoadDir(ctx, "testdata/simple", LoadOptions{CacheBytes: -1})
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := e.Decide(ctx, p2, in, nil); err != nil {
