@@ -39,7 +39,7 @@ withdrawn(p) := {"purpose": p, "status": "withdrawn", "time": "2026-10-02T10:00:
 
 with_consents(inp, cs) := object.union(inp, {"subject": {"consents": cs}})
 
-decision_keys := {"allow", "vendor", "reason", "code", "fields", "transforms", "headers", "query", "body", "cards", "tls", "port", "dry_run"}
+decision_keys := {"allow", "vendor", "reason", "code", "route", "fields", "transforms", "headers", "query", "body", "cards", "tls", "port", "dry_run"}
 
 # refused(d, code) holds when d refuses with code and lets nothing leave.
 refused(d, code) if {
