@@ -235,7 +235,11 @@ dry_run if contract.dry_run == true
 # decision then depends on the path only through route_match, and the engine keys its decision
 # cache on route_match, not on the path, so "/v1/customers/cus_1" and "/v1/customers/cus_2" share
 # one decision. A rule that needs more of the path must add it to route_match.
-route_match := {"first": array.slice(route_indexes, 0, 1), "dot_segments": dot_segments}
+# Without a contract there is no route and nothing to check in the path: a request to a host no
+# contract covers costs no path matching, however long its path.
+route_match := {"first": array.slice(route_indexes, 0, 1), "dot_segments": dot_segments} if {
+	vendor
+} else := {"first": [], "dot_segments": false}
 
 route_indexes := [i |
 	some [i, pattern] in routes_by_method[vendor][m]
@@ -463,8 +467,8 @@ refused := {
 }
 
 refused_route := p if {
-	route_match.dot_segments == false
 	p := route.path
+	route_match.dot_segments == false
 	is_string(p)
 } else := ""
 
