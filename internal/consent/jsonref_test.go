@@ -122,4 +122,3 @@ func (r *jsonReader) value(depth int) (*yaml.Node, error) {
 		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null", Line: line}, nil
 	}
 }
-
