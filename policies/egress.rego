@@ -237,23 +237,22 @@ dry_run if contract.dry_run == true
 # one decision. A rule that needs more of the path must add it to route_match.
 # Without a contract there is no route and nothing to check in the path: a request to a host no
 # contract covers costs no path matching, however long its path.
-route_match := {"first": array.slice(route_indexes, 0, 1), "dot_segments": dot_segments} if {
-	vendor
-} else := {"first": [], "dot_segments": false}
-
-route_indexes := [i |
-	some [i, pattern] in routes_by_method[vendor][m]
-	glob.match(pattern, ["/"], p)
-] if {
-	m := method
-	p := path
-}
-
+#
 # Dot segments would let "/recordings/../secrets" match "/recordings/**". They are refused rather
 # than resolved: a well-behaved client never sends them. A segment (between slashes) that is ".",
 # "..", or one of them with a dot percent-encoded, in any case, or a path that does not start with
 # "/": one regex test instead of a test per segment.
-dot_segments := regex.match(`(?i)(^|/)(\.|\.\.|%2e|%2e%2e|\.%2e|%2e\.)(/|$)|^[^/]|^$`, path)
+#
+# One rule, the route list and the dot test computed in place: this rule is evaluated for every
+# request whose path is new to the engine, and every rule evaluated costs.
+route_match := {
+	"first": array.slice([i | some [i, pattern] in routes_by_method[v][m]; glob.match(pattern, ["/"], p)], 0, 1),
+	"dot_segments": regex.match(`(?i)(^|/)(\.|\.\.|%2e|%2e%2e|\.%2e|%2e\.)(/|$)|^[^/]|^$`, p),
+} if {
+	v := vendor
+	m := method
+	p := path
+} else := {"first": [], "dot_segments": false}
 
 route := contract.routes[route_match.first[0]]
 

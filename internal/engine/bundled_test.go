@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/pare-dev/pare/internal/engine"
 	"github.com/pare-dev/pare/policies"
@@ -33,7 +34,9 @@ func BenchmarkDecideBundled(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		e, _ := engine.New(engine.Options{HMACKey: []byte("k")})
+		// A generous timeout: on a busy machine a 250 ms budget can run out
+		// and fail the benchmark with a policy_timeout.
+		e, _ := engine.New(engine.Options{HMACKey: []byte("k"), EvalTimeout: time.Minute})
 		return e, p
 	}
 	b.Run("cached", func(b *testing.B) {
