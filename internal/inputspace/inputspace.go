@@ -209,8 +209,9 @@ func (s *Space) Sample(n int) []int {
 	random := min(s.opt.Random, n/10)
 	systematic := n - random
 	out := make([]int, 0, n)
-	// A stride coprime with every dimension's size visits them evenly.
-	stride := s.product / max(systematic, 1)
+	// A stride coprime with the product visits every part of it evenly;
+	// rounded up, the sweep reaches its end.
+	stride := (s.product + systematic - 1) / max(systematic, 1)
 	for !coprime(stride, s.product) {
 		stride++
 	}
