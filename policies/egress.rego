@@ -239,15 +239,21 @@ dry_run if contract.dry_run == true
 # contract covers costs no path matching, however long its path.
 #
 # Dot segments would let "/recordings/../secrets" match "/recordings/**". They are refused rather
-# than resolved: a well-behaved client never sends them. A segment (between slashes) that is ".",
-# "..", or one of them with a dot percent-encoded, in any case, or a path that does not start with
-# "/": one regex test instead of a test per segment.
+# than resolved: a well-behaved client never sends them. A dot segment is a segment (after a slash)
+# that is ".", "..", or one of them with a dot percent-encoded ("%2e", in either case); a path that
+# does not start with "/" is refused too. Two patterns, each starting with a literal ("/." and
+# "/%2"), rather than one alternation: Go's regexp then finds candidates with a string search, which
+# is what makes the test cheap (one alternation took ~10 µs per path).
 #
 # One rule, the route list and the dot test computed in place: this rule is evaluated for every
 # request whose path is new to the engine, and every rule evaluated costs.
 route_match := {
 	"first": array.slice([i | some [i, pattern] in routes_by_method[v][m]; glob.match(pattern, ["/"], p)], 0, 1),
-	"dot_segments": regex.match(`(?i)(^|/)(\.|\.\.|%2e|%2e%2e|\.%2e|%2e\.)(/|$)|^[^/]|^$`, p),
+	"dot_segments": [
+		regex.match(`/\.(\.|%2[eE])?(/|$)`, p),
+		regex.match(`/%2[eE](\.|%2[eE])?(/|$)`, p),
+		startswith(p, "/"),
+	] != [false, false, true],
 } if {
 	v := vendor
 	m := method

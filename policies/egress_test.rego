@@ -226,9 +226,23 @@ test_single_star_does_not_cross_slashes if {
 
 test_dot_segments_are_refused if {
 	c := object.union(fixture, {"routes": [{"methods": ["PUT"], "path": "/public/**", "body": "opaque"}]})
-	every p in ["/public/../private/x", "/public/./x", "/public/%2E%2E/private"] {
+	every p in [
+		"/public/../private/x", "/public/./x", "/public/%2E%2E/private", "/public/..", "/public/.",
+		"/public/%2e", "/public/%2E.", "/public/.%2e/x", "/public/%2e%2E/", "public/x", "./public/x", "",
+	] {
 		d := egress.decision with input as to("api.test.example", "PUT", p, "support") with data.contracts as {"t": c}
 		refused(d, "route_not_allowed")
+		d.route == ""
+	}
+}
+
+# Dots that make no dot segment: the path is the route's.
+test_dots_inside_segments_are_paths if {
+	c := object.union(fixture, {"routes": [{"methods": ["PUT"], "path": "/public/**", "body": "opaque"}]})
+	every p in ["/public/3.0/x", "/public/.well-known", "/public/a..b", "/public/...", "/public/%2e%2e%2e", "/public/x.%2e", "/public/%2ex"] {
+		d := egress.decision with input as to("api.test.example", "PUT", p, "support") with data.contracts as {"t": c}
+		d.allow
+		d.route == "/public/**"
 	}
 }
 
