@@ -262,3 +262,61 @@ func withFile(t *testing.T, name, src string) fs.FS {
 	m[name] = &fstest.MapFile{Data: []byte(src)}
 	return m
 }
+
+// TestDecideConcurrently decides the same cases from several goroutines at
+// once, sharing one cache (run with -race): every decision equals the one
+// made alone, whatever the interleaving of fills, generation changes and
+// hits.
+func TestDecideConcurrently(t *testing.T) {
+	ctx := context.Background()
+	p, err := engine.Load(ctx, policies.FS, engine.LoadOptions{CacheBytes: 64 << 10}) // small: generations turn over
+	if err != nil {
+		t.Fatal(err)
+	}
+	alone, err := engine.Load(ctx, policies.FS, engine.LoadOptions{CacheBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := engine.New(engine.Options{HMACKey: []byte("k"), EvalTimeout: time.Minute})
+	sp := inputspace.New(p.Contracts, inputspace.Options{Seed: 5})
+	idx := sp.Sample(300)
+	// Each goroutine sends its own reroll of every case (another resource
+	// id and subject): decided alone first, as the reference.
+	cases := make([][]inputspace.Case, 4)
+	want := make([][]*engine.Decision, 4)
+	for g := range cases {
+		for _, i := range idx {
+			c := sp.Reroll(sp.Case(i), uint64(g))
+			d, err := e.Decide(ctx, alone, &c.Input, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cases[g], want[g] = append(cases[g], c), append(want[g], d)
+		}
+	}
+	errs := make(chan string, 4)
+	for g := range 4 {
+		go func() {
+			for round := range 3 {
+				for k := range idx {
+					k := (k*(g+1) + round) % len(idx)
+					c, w := cases[g][k], want[g][k]
+					d, err := e.Decide(ctx, p, &c.Input, nil)
+					if err != nil || d.Allow != w.Allow || d.Code != w.Code || d.Reason != w.Reason || d.Route != w.Route {
+						errs <- fmt.Sprintf("case %d: %+v %v, want %+v", c.Index, d, err, w)
+						return
+					}
+				}
+			}
+			errs <- ""
+		}()
+	}
+	for range 4 {
+		if msg := <-errs; msg != "" {
+			t.Error(msg)
+		}
+	}
+	if st := p.CacheStats(); st.Bytes > 64<<10 || st.ExactHits+st.RouteHits == 0 {
+		t.Errorf("cache %+v: over its budget, or never hit", st)
+	}
+}
