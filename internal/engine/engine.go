@@ -91,12 +91,16 @@ func (e *Engine) Policy() *Policy { return e.cur.Load() }
 // for a new resource id of a known route costs RouteKeyRule's evaluation and
 // a lookup; anything else is evaluated in full. Decisions for hosts no
 // contract covers are never cached: whoever sends them cannot fill the cache.
+// Nor are decisions whose evaluation called a non-deterministic builtin
+// (io.jwt.decode_verify checks expiry against the clock): a policy that
+// calls one keeps the cache for the requests that do not reach it.
 func (e *Engine) Decide(ctx context.Context, p *Policy, in *Input, body ast.Value) (*Decision, error) {
 	if p == nil {
 		return nil, refuse(CodeNoPolicy, nil, "no valid policy is loaded")
 	}
 	if p.cache == nil {
-		return e.evaluate(ctx, p, in, body)
+		d, _, err := e.evaluate(ctx, p, in, body)
+		return d, err
 	}
 	kb := keyPool.Get().(*[]byte)
 	defer keyPool.Put(kb)
@@ -111,12 +115,12 @@ func (e *Engine) Decide(ctx context.Context, p *Policy, in *Input, body ast.Valu
 	if p.routeQuery != nil {
 		// Built with what the rule reads only: on a hit nothing else is needed.
 		routeIn := ast.NewTerm(in.value(nil, &p.routePlan))
-		if kv, err := p.ev.eval(ctx, p.routeQuery, routeIn, e.timeout); err == nil || errors.Is(err, errUndefined) {
+		if kv, err := p.ev.evalResult(ctx, p.routeQuery, routeIn, e.timeout); !kv.volatile && (err == nil || errors.Is(err, errUndefined)) {
 			rb := keyPool.Get().(*[]byte)
 			defer keyPool.Put(rb)
 			routeKey = append((*rb)[:0], 'r')
 			routeKey = in.appendKey(routeKey, &p.plan, false)
-			routeKey = appendValue(routeKey, kv)
+			routeKey = appendValue(routeKey, kv.value)
 			*rb = routeKey
 			if d, ok := p.cache.get(routeKey); ok {
 				p.routeHits.Add(1)
@@ -128,11 +132,11 @@ func (e *Engine) Decide(ctx context.Context, p *Policy, in *Input, body ast.Valu
 		// without the cache.
 	}
 	p.misses.Add(1)
-	d, err := e.evaluate(ctx, p, in, body)
+	d, volatile, err := e.evaluate(ctx, p, in, body)
 	if err != nil {
 		return nil, err
 	}
-	if d.Vendor != "" {
+	if d.Vendor != "" && !volatile {
 		p.cache.put(exact, d)
 		if routeKey != nil {
 			p.cache.put(routeKey, d)
@@ -141,30 +145,33 @@ func (e *Engine) Decide(ctx context.Context, p *Policy, in *Input, body ast.Valu
 	return d, nil
 }
 
-// evaluate decides in under p by evaluating the policy in full.
-func (e *Engine) evaluate(ctx context.Context, p *Policy, in *Input, body ast.Value) (*Decision, error) {
+// evaluate decides in under p by evaluating the policy in full. volatile:
+// the decision depends on a non-deterministic builtin (see result).
+func (e *Engine) evaluate(ctx context.Context, p *Policy, in *Input, body ast.Value) (d *Decision, volatile bool, err error) {
 	if !p.refs.body {
 		body = nil
 	} else if body == nil {
 		body = ast.Null{}
 	}
 	inTerm := ast.NewTerm(in.value(body, &p.plan))
-	v, err := p.ev.eval(ctx, p.decisionQuery, inTerm, e.timeout)
+	r, err := p.ev.evalResult(ctx, p.decisionQuery, inTerm, e.timeout)
 	switch {
 	case errors.Is(err, errUndefined):
-		return &Decision{Code: CodeDenied, Reason: Entrypoint + " is undefined for this request", Revision: p.Revision}, nil
+		d = &Decision{Code: CodeDenied, Reason: Entrypoint + " is undefined for this request", Revision: p.Revision}
+		d.size = decisionSize(d)
+		return d, r.volatile, nil
 	case errors.Is(err, context.DeadlineExceeded):
-		return nil, refuse(CodeEvalTimeout, err, "policy evaluation timed out")
+		return nil, false, refuse(CodeEvalTimeout, err, "policy evaluation timed out")
 	case err != nil:
-		return nil, refuse(CodeEvalError, err, "policy evaluation failed")
+		return nil, false, refuse(CodeEvalError, err, "policy evaluation failed")
 	}
-	d, err := parseDecision(v.Value, e.vendorKey, p.masks)
+	d, err = parseDecision(r.value.Value, e.vendorKey, p.masks)
 	if err != nil {
-		return nil, refuse(CodeEvalError, err, "%s", err.Error())
+		return nil, false, refuse(CodeEvalError, err, "%s", err.Error())
 	}
 	d.Revision = p.Revision
 	d.size = decisionSize(d)
-	return d, nil
+	return d, r.volatile, nil
 }
 
 var keyPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}

@@ -11,6 +11,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 )
 
 // The engine evaluates its queries with OPA's topdown evaluator directly,
@@ -47,6 +48,18 @@ type evaluator struct {
 	compiler *ast.Compiler
 	store    storage.Store
 	static   *staticValues
+	// nondet: the policy calls non-deterministic builtins (time.now_ns,
+	// io.jwt.decode_verify, http.send ...). Each evaluation then records
+	// whether it called one (see volatile).
+	nondet bool
+}
+
+// result is one evaluation's value, and whether it depends on more than the
+// input and the data: a non-deterministic builtin was called, or a builtin
+// failed (an error can be transient). Such a result is not cached.
+type result struct {
+	value    *ast.Term
+	volatile bool
 }
 
 // errUndefined: the query has no result.
@@ -56,9 +69,15 @@ var errUndefined = errors.New("undefined")
 // It is cancelled when ctx ends or timeout passes, whichever comes first,
 // without a goroutine per evaluation.
 func (ev *evaluator) eval(ctx context.Context, q *query, input *ast.Term, timeout time.Duration) (*ast.Term, error) {
+	r, err := ev.evalResult(ctx, q, input, timeout)
+	return r.value, err
+}
+
+// evalResult is eval that also says whether the result is volatile.
+func (ev *evaluator) evalResult(ctx context.Context, q *query, input *ast.Term, timeout time.Duration) (result, error) {
 	txn, err := ev.store.NewTransaction(ctx)
 	if err != nil {
-		return nil, err
+		return result{}, err
 	}
 	defer ev.store.Abort(ctx, txn)
 	cancel := topdown.NewCancel()
@@ -81,6 +100,17 @@ func (ev *evaluator) eval(ctx context.Context, q *query, input *ast.Term, timeou
 	if input != nil {
 		tq = tq.WithInput(input)
 	}
+	// Topdown records every call of a non-deterministic builtin in an
+	// NDBCache (for decision-log replay); here it tells whether the
+	// evaluation called one. Failed builtins are listed too.
+	var (
+		ndb      builtins.NDBCache
+		failures []topdown.Error
+	)
+	if ev.nondet {
+		ndb = builtins.NDBCache{}
+		tq = tq.WithNDBuiltinCache(ndb).WithBuiltinErrorList(&failures)
+	}
 	var (
 		out *ast.Term
 		n   int
@@ -90,20 +120,22 @@ func (ev *evaluator) eval(ctx context.Context, q *query, input *ast.Term, timeou
 		out = qr[q.out]
 		return nil
 	})
+	r := result{volatile: len(ndb) > 0 || len(failures) > 0}
 	switch {
 	case err != nil && topdown.IsCancel(err):
 		if timedOut.Load() || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+			return r, fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
 		}
-		return nil, fmt.Errorf("%w: %w", context.Canceled, err)
+		return r, fmt.Errorf("%w: %w", context.Canceled, err)
 	case err != nil:
-		return nil, err
+		return r, err
 	case n == 0 || out == nil:
-		return nil, errUndefined
+		return r, errUndefined
 	case n > 1:
-		return nil, fmt.Errorf("%d results, want one", n)
+		return r, fmt.Errorf("%d results, want one", n)
 	}
-	return out, nil
+	r.value = out
+	return r, nil
 }
 
 // staticValues are the values of the policy's input-independent rules

@@ -186,6 +186,7 @@ func Load(ctx context.Context, fsys fs.FS, opt LoadOptions) (*Policy, error) {
 	entry := ast.MustParseRef(Entrypoint)
 	ev := &evaluator{compiler: compiler, store: store}
 	an := analyze(compiler, entry)
+	ev.nondet = !an.deterministic
 	if ev.static, err = computeStatic(ctx, ev, an.static); err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", Entrypoint, err)
 	}
@@ -204,12 +205,12 @@ func Load(ctx context.Context, fsys fs.FS, opt LoadOptions) (*Policy, error) {
 		decisionQuery: decisionQuery,
 		refs:          an.refs,
 		plan:          newKeyPlan(an.refs),
-		cacheable:     an.deterministic && !an.refs.body && opt.CacheBytes >= 0,
+		cacheable:     !an.refs.body && opt.CacheBytes >= 0,
 		masks:         newMaskCache(),
 	}
 	switch {
 	case !p.cacheable:
-		p.keyInfo = "no decision cache: the policy reads input.body or input as a whole, is not deterministic, or the cache is off"
+		p.keyInfo = "no decision cache: the policy reads input.body or input as a whole, or the cache is off"
 	case an.pathKey != nil:
 		if p.routeQuery, err = compileQuery(compiler, an.pathKey); err != nil {
 			return nil, fmt.Errorf("prepare %s: %w", an.pathKey, err)
@@ -220,6 +221,9 @@ func Load(ctx context.Context, fsys fs.FS, opt LoadOptions) (*Policy, error) {
 		p.keyInfo = "the decision cache keys on " + p.plan.describe()
 	default:
 		p.keyInfo = "the decision cache keys on " + p.plan.describe() + ", with the whole request path: " + an.pathKeyWhy
+	}
+	if ev.nondet && p.cacheable {
+		p.keyInfo += "; decisions that call a non-deterministic builtin are not cached"
 	}
 	for id, c := range contracts {
 		hosts := append([]string(nil), c.Hosts...)
