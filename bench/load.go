@@ -21,7 +21,7 @@ import (
 // Sample is the outcome of one batch of requests at one concurrency.
 type Sample struct {
 	Requests    int
-	Errors      int    // responses other than 200 and transport errors
+	Errors      int    // answers other than the one expected (200, or Pare's refusal) and transport errors
 	FirstError  string // one of them, for the report
 	Elapsed     time.Duration
 	Latencies   []time.Duration // sorted, successful requests only
@@ -92,24 +92,33 @@ func newClient(proxy, stub string, roots *x509.CertPool, conc int) *client {
 
 func (c *client) close() { c.hc.CloseIdleConnections() }
 
-func (c *client) url(w *Workload) string {
+func (c *client) url(r *request) string {
 	if c.proxy != "" {
-		return "http://" + w.Host + w.Path
+		return "http://" + r.Host + r.Path
 	}
-	return "https://" + w.Host + w.Path
+	return "https://" + r.Host + r.Path
 }
 
 // do sends one request and reads the whole response.
-func (c *client) do(ctx context.Context, w *Workload) (status int, vendorBytes int64, msg string, err error) {
-	req, err := http.NewRequestWithContext(ctx, w.Method, c.url(w), bytes.NewReader(w.Body))
+func (c *client) do(ctx context.Context, r *request) (status int, vendorBytes int64, msg string, err error) {
+	var body io.Reader
+	if r.Body != nil {
+		body = bytes.NewReader(r.Body)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.Method, c.url(r), body)
 	if err != nil {
 		return 0, 0, "", err
 	}
-	req.Header.Set("Content-Type", w.ContentType)
+	if r.ContentType != "" {
+		req.Header.Set("Content-Type", r.ContentType)
+	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("Authorization", "Bearer bench-token")
-	req.Header.Set("X-Data-Purpose", w.Purpose)
-	req.Header.Set("X-Data-Subject", "u-1")
+	req.Header.Set("X-Data-Purpose", r.Purpose)
+	req.Header.Set("X-Data-Subject", r.Subject)
+	if r.GPC {
+		req.Header.Set("X-Data-GPC", "1")
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return 0, 0, "", err
@@ -117,7 +126,7 @@ func (c *client) do(ctx context.Context, w *Workload) (status int, vendorBytes i
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
-		msg = string(b)
+		msg = r.Method + " " + r.Host + r.Path + ": " + string(b)
 	}
 	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
 		return resp.StatusCode, 0, msg, err
@@ -126,14 +135,29 @@ func (c *client) do(ctx context.Context, w *Workload) (status int, vendorBytes i
 	return resp.StatusCode, vb, msg, nil
 }
 
+// sequence says which requests of a workload a client sends: the mix
+// realistic or identical (see Mix), from which index, and whether the
+// target enforces a policy (Pare: its answers are the requests' Expect;
+// anything else answers 200).
+type sequence struct {
+	realistic, enforcing bool
+	start                int
+}
+
 // run sends n requests with conc workers, each worker one request at a time
 // over keep-alive connections.
 func (c *client) run(ctx context.Context, w *Workload, conc, n int) *Sample {
-	return c.runUntil(ctx, w, conc, n, time.Time{})
+	return c.runSeq(ctx, w, sequence{}, conc, n, time.Time{})
 }
 
 // runUntil is run that also stops starting requests at until (when not zero).
 func (c *client) runUntil(ctx context.Context, w *Workload, conc, n int, until time.Time) *Sample {
+	return c.runSeq(ctx, w, sequence{}, conc, n, until)
+}
+
+// runSeq sends n requests of w's seq with conc workers; a request counts as
+// successful when it gets the answer it should.
+func (c *client) runSeq(ctx context.Context, w *Workload, seq sequence, conc, n int, until time.Time) *Sample {
 	s := &Sample{}
 	var sent atomic.Int64
 	var (
@@ -148,15 +172,24 @@ func (c *client) runUntil(ctx context.Context, w *Workload, conc, n int, until t
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for next.Add(1) <= int64(n) {
+			for {
+				k := next.Add(1)
+				if k > int64(n) {
+					return
+				}
 				if !until.IsZero() && time.Now().After(until) {
 					return
 				}
+				r := w.request(seq.start+int(k-1), seq.realistic)
+				want := http.StatusOK
+				if seq.enforcing {
+					want = r.Expect
+				}
 				sent.Add(1)
 				t0 := time.Now()
-				status, vb, msg, err := c.do(ctx, w)
+				status, vb, msg, err := c.do(ctx, r)
 				d := time.Since(t0)
-				if err == nil && status == http.StatusOK {
+				if err == nil && status == want {
 					lats[i] = append(lats[i], d)
 					vbytes.Add(vb)
 					continue
@@ -167,7 +200,7 @@ func (c *client) runUntil(ctx context.Context, w *Workload, conc, n int, until t
 					if err != nil {
 						s.FirstError = err.Error()
 					} else {
-						s.FirstError = fmt.Sprintf("HTTP %d: %s", status, msg)
+						s.FirstError = fmt.Sprintf("HTTP %d, want %d: %s", status, want, msg)
 					}
 				}
 				mu.Unlock()

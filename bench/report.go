@@ -56,6 +56,16 @@ func (r *Results) ThroughputRatio(row, other int, payload string, conc int) (flo
 	return s.RPS() / o.RPS(), true
 }
 
+// LatencyRatio is row's q-latency over other's (same payload and
+// concurrency).
+func (r *Results) LatencyRatio(row, other int, payload string, conc int, q float64) (float64, bool) {
+	s, o := r.sample(row, payload, conc), r.sample(other, payload, conc)
+	if s == nil || o == nil || o.Quantile(q) <= 0 {
+		return 0, false
+	}
+	return float64(s.Quantile(q)) / float64(o.Quantile(q)), true
+}
+
 // AddedRatio is row's added q-latency over other's; undefined when other
 // adds nothing measurable.
 func (r *Results) AddedRatio(row, other int, payload string, conc int, q float64) (float64, bool) {
@@ -121,6 +131,14 @@ func (r *Results) Targets() []Target {
 	v, ok = r.AddedRatio(RowPare, RowOPA, p, c, 0.99)
 	add(fmt.Sprintf("Pare added p99 ≤ 0.5× OPA pattern's (checkout.json, c=%d)", c), v, ok, func(x float64) bool { return x <= 0.5 })
 	ts[len(ts)-1].Measured += r.addedNote(RowPare, RowOPA, p, c)
+
+	// Issue 12: realistic requests (row 6) against identical ones (row 3),
+	// the same mix, in the same cells.
+	v, ok = r.ThroughputRatio(RowRealistic, RowPare, MixName, c)
+	add(fmt.Sprintf("Pare throughput on realistic requests ≥ 0.8× on identical ones (mix, c=%d)", c), v, ok, func(x float64) bool { return x >= 0.8 })
+	ts[len(ts)-1].Measured += r.roundNote(RowRealistic, RowPare, MixName, c)
+	v, ok = r.LatencyRatio(RowRealistic, RowPare, MixName, c, 0.99)
+	add(fmt.Sprintf("Pare p99 on realistic requests ≤ 1.5× on identical ones (mix, c=%d)", c), v, ok, func(x float64) bool { return x <= 1.5 })
 
 	mem := Target{What: "64 concurrent 10 MiB bodies through Pare < 1 GiB RSS", Measured: "–", Holds: "not measured"}
 	if m := r.Memory; m != nil {
@@ -245,13 +263,13 @@ func (r *Results) Markdown(svg string) string {
 	if r.Quick {
 		mode = "quick (CI smoke run: the numbers mean nothing)"
 	}
-	fmt.Fprintf(&b, "Run %s, %s, mode %s, %d non-200 responses or transport errors in all measured cells.\n\n",
+	fmt.Fprintf(&b, "Run %s, %s, mode %s, %d unexpected answers (not 200, or not the refusal the mix expects) or transport errors in all measured cells.\n\n",
 		r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Elapsed.Round(time.Second), mode, r.Errors)
 	fmt.Fprintf(&b, "- command: `%s`\n", r.Command)
 	fmt.Fprintf(&b, "- machine: %d CPUs (`nproc`), %s, %s RAM, Linux %s, %s\n\n", m.CPUs, m.Model, m.MemTotal, m.Kernel, m.GoVersion)
 
 	c := r.keyConc()
-	b.WriteString("#### Targets of issue 4 (ratios from this run)\n\n| target | measured | holds |\n| --- | --- | --- |\n")
+	b.WriteString("#### Targets of issues 4 and 12 (ratios from this run)\n\n| target | measured | holds |\n| --- | --- | --- |\n")
 	for _, t := range r.Targets() {
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", t.What, t.Measured, t.Holds)
 	}
@@ -273,6 +291,29 @@ func (r *Results) Markdown(svg string) string {
 	if svg != "" {
 		fmt.Fprintf(&b, "\n#### Latency vs payload size (attendee arrays, c=%d)\n\n![p50 and p99 latency vs body size per row](%s)\n", c, svg)
 	}
+	if w := r.workload(MixName); w != nil {
+		b.WriteString("\n#### Realistic requests vs identical ones (the mix)\n\n" +
+			"The same sequence of requests (payments, customer reads, tickets and replies, newsletter upserts with and without " +
+			"consent or under GPC, unsubscribes, registrations, a refused call), sent identically to row 3 and with a new " +
+			"resource id and subject in each request to row 6; 5,000 subjects with consent histories of their own in Pare's " +
+			"`--consents` file. The rows take turns in each cell.\n\n" +
+			"| c | identical req/s | realistic req/s | ratio | identical p50 / p99 (ms) | realistic p50 / p99 (ms) | p99 ratio | decision µs, identical / realistic |\n" +
+			"| --: | --: | --: | --: | --: | --: | --: | --: |\n")
+		for _, conc := range r.Concurrency {
+			a, z := r.sample(RowPare, MixName, conc), r.sample(RowRealistic, MixName, conc)
+			if a == nil || z == nil {
+				continue
+			}
+			dec := "–"
+			if ca, cz := r.Cell(RowPare, MixName, conc), r.Cell(RowRealistic, MixName, conc); ca.Decisions > 0 && cz.Decisions > 0 {
+				dec = fmt.Sprintf("%.1f / %.1f", float64(ca.DecisionMean)/float64(time.Microsecond), float64(cz.DecisionMean)/float64(time.Microsecond))
+			}
+			fmt.Fprintf(&b, "| %d | %.0f | %.0f | %s%s | %s / %s | %s / %s | %s | %s |\n", conc, a.RPS(), z.RPS(),
+				ratio(r.ThroughputRatio(RowRealistic, RowPare, MixName, conc)), r.roundNote(RowRealistic, RowPare, MixName, conc),
+				fmtDur(a.Quantile(0.5)), fmtDur(a.Quantile(0.99)), fmtDur(z.Quantile(0.5)), fmtDur(z.Quantile(0.99)),
+				ratio(r.LatencyRatio(RowRealistic, RowPare, MixName, conc, 0.99)), dec)
+		}
+	}
 
 	b.WriteString("\n#### All cells\n\n")
 	b.WriteString("Latencies in ms; `+p50` etc. are added over row 1 (same payload and concurrency); ×row 2 are ratios to the bare proxy; " +
@@ -280,7 +321,11 @@ func (r *Results) Markdown(svg string) string {
 		"peak RSS is the sum of those processes' VmHWM over all concurrencies of the payload (fresh processes per payload); " +
 		"vendor B/req is what the stub received per request.\n")
 	for _, w := range r.Workloads {
-		fmt.Fprintf(&b, "\n**%s** — %s (%d bytes) as `%s %s%s`, %s\n\n", w.Name, SizeLabel(w.size), w.size, w.Method, w.Host, w.Path, w.ContentType)
+		if w.Mix != nil {
+			fmt.Fprintf(&b, "\n**%s** — the mix of requests above, %s per request on average\n\n", w.Name, SizeLabel(w.size))
+		} else {
+			fmt.Fprintf(&b, "\n**%s** — %s (%d bytes) as `%s %s%s`, %s\n\n", w.Name, SizeLabel(w.size), w.size, w.Method, w.Host, w.Path, w.ContentType)
+		}
 		b.WriteString("| row | c | n | err | req/s | ×row 2 | p50 | p99 | p99.9 | +p50 | +p99 | +p99.9 | +p99 ×row 2 | CPU s/1k | peak RSS MiB | vendor B/req |\n")
 		b.WriteString("| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |\n")
 		for _, row := range r.Rows {

@@ -29,10 +29,14 @@ const (
 	RowPare         = 3 // proxy serve
 	RowOPA          = 4 // small proxy + OPA server
 	RowExtProc      = 5 // Pare's ext_proc server
+	// RowRealistic is Pare sent the mix workload's realistic requests
+	// (distinct resources and subjects), beside row 3 sent its identical
+	// requests, in the same cells: issue 12's comparison.
+	RowRealistic = 6
 )
 
 // AllRows are the rows a run measures by default.
-var AllRows = []int{RowFloor, RowReverseProxy, RowPare, RowOPA, RowExtProc}
+var AllRows = []int{RowFloor, RowReverseProxy, RowPare, RowOPA, RowExtProc, RowRealistic}
 
 // RowName names a row in reports.
 func RowName(row int) string {
@@ -47,6 +51,8 @@ func RowName(row int) string {
 		return "4 proxy + OPA server"
 	case RowExtProc:
 		return "5 Pare ext_proc"
+	case RowRealistic:
+		return "6 Pare, realistic requests"
 	}
 	return fmt.Sprintf("row %d", row)
 }
@@ -162,16 +168,17 @@ func (r *Results) Instance(row int, payload string) *Instance {
 }
 
 type runner struct {
-	cfg    Config
-	ps     *procSet
-	pki    vendorstub.PKI
-	roots  *x509.CertPool
-	pare   string // binary
-	opa    string // binary
-	rego   string // opapattern.rego path
-	hmac   string // hmac key file
-	rowNA  map[int]string
-	nextID int
+	cfg      Config
+	ps       *procSet
+	pki      vendorstub.PKI
+	roots    *x509.CertPool
+	pare     string // binary
+	opa      string // binary
+	rego     string // opapattern.rego path
+	hmac     string // hmac key file
+	consents string // the mix's subjects and their consent histories, for Pare's --consents
+	rowNA    map[int]string
+	nextID   int
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -306,6 +313,10 @@ func (r *runner) prepare(ctx context.Context) error {
 	if err := os.WriteFile(r.hmac, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
 		return err
 	}
+	r.consents = filepath.Join(r.cfg.WorkDir, "consents.json")
+	if err := writeConsentsFile(r.consents); err != nil {
+		return err
+	}
 	r.rego = filepath.Join(r.cfg.WorkDir, "opapattern.rego")
 	if err := os.WriteFile(r.rego, opaPatternRego, 0o600); err != nil {
 		return err
@@ -340,8 +351,11 @@ func (r *runner) unsupported(row int, w *Workload) string {
 	if na, ok := r.rowNA[row]; ok {
 		return na
 	}
-	if row == RowOPA && !w.JSON {
-		return "n/a (JSON only)"
+	if row == RowOPA && (!w.JSON || w.Mix != nil) {
+		return "n/a (JSON only, one route)"
+	}
+	if row == RowRealistic && w.Mix == nil {
+		return "n/a (the mix only)"
 	}
 	return ""
 }
@@ -397,6 +411,7 @@ type rowRun struct {
 	failed string
 	cell   *Cell
 	cl     *client
+	seq    sequence // where the row is in its requests: no request is sent twice
 }
 
 // measurePayload starts fresh processes for every row that can run w, and
@@ -424,7 +439,8 @@ func (r *runner) measurePayload(ctx context.Context, w *Workload) ([]*Instance, 
 			na(row, why)
 			continue
 		}
-		rr := &rowRun{row: row, in: &instanceProcs{}}
+		rr := &rowRun{row: row, in: &instanceProcs{},
+			seq: sequence{realistic: row == RowRealistic, enforcing: row == RowPare || row == RowRealistic}}
 		runs = append(runs, rr)
 		if err := r.startRow(ctx, row, rr.in); err != nil {
 			if ctx.Err() != nil {
@@ -453,7 +469,9 @@ func (r *runner) measurePayload(ctx context.Context, w *Workload) ([]*Instance, 
 				rr.cl = newClient(rr.in.target, rr.in.stubAddr, r.roots, conc)
 				// Warm-up: open the keep-alive connections and let every
 				// process reach its steady state.
-				warm := rr.cl.run(ctx, w, conc, max(conc, n/10))
+				nw := max(conc, n/10)
+				warm := rr.cl.runSeq(ctx, w, rr.seq, conc, nw, time.Time{})
+				rr.seq.start += nw
 				if warm.Errors > 0 {
 					rr.cl.close()
 					fail(rr, conc, fmt.Errorf("warm-up: %d of %d requests failed: %s", warm.Errors, warm.Requests, warm.FirstError))
@@ -537,7 +555,8 @@ func (r *runner) turn(ctx context.Context, rr *rowRun, w *Workload, conc, n int)
 	if err != nil {
 		return err
 	}
-	s := rr.cl.run(ctx, w, conc, n)
+	s := rr.cl.runSeq(ctx, w, rr.seq, conc, n, time.Time{})
+	rr.seq.start += n
 	cpu1, err := cpuOf(rr.in.measured)
 	if err != nil {
 		return err
@@ -599,7 +618,7 @@ func (r *runner) startRow(ctx context.Context, row int, in *instanceProcs) error
 		}
 		in.all = append(in.all, p)
 		in.measured, in.target = []*proc{p}, a
-	case RowPare:
+	case RowPare, RowRealistic:
 		p, listen, admin, err := r.startPare(ctx, addr)
 		if err != nil {
 			return err
@@ -651,9 +670,9 @@ func (r *runner) startPare(ctx context.Context, stubAddr string, extra ...string
 	r.nextID++
 	args := []string{"serve", "--listen", listen, "--admin", admin, "--service", "billing",
 		"--ledger", filepath.Join(cmp.Or(r.cfg.LedgerDir, r.cfg.WorkDir), fmt.Sprintf("pare-bench-ledger-%d-%d.jsonl", os.Getpid(), r.nextID)),
-		"--hmac-key-file", r.hmac, "--upstream-ca", r.pki.CA, "--log-level", "warn",
+		"--hmac-key-file", r.hmac, "--upstream-ca", r.pki.CA, "--log-level", "warn", "--consents", r.consents,
 		"--state-dir", filepath.Join(r.cfg.WorkDir, "pare-state")}
-	for _, h := range []string{stripeHost, zendeskHost, eventbriteHost} {
+	for _, h := range []string{stripeHost, zendeskHost, eventbriteHost, mailchimpHost} {
 		args = append(args, "--resolve", h+":443:"+stubAddr)
 	}
 	if r.cfg.Policies != "" {

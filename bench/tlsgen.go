@@ -9,7 +9,7 @@ import (
 )
 
 // Vendor hosts of the workload; the stub's certificate names all of them.
-var stubHosts = []string{"api.stripe.com", "webinarco.zendesk.com", "www.eventbriteapi.com", "localhost"}
+var stubHosts = []string{"api.stripe.com", "webinarco.zendesk.com", "www.eventbriteapi.com", mailchimpHost, "localhost"}
 
 // writeStubPKI writes the run's throw-away PKI for the vendor hosts: the
 // same generator the demo's and the e2e tests' stubs use.

@@ -20,8 +20,15 @@ type Workload struct {
 	Purpose     string // X-Data-Purpose
 	JSON        bool   // the body is JSON (the OPA pattern handles JSON only)
 	Nominal     int    // nominal size of the attendee series (0: not part of it)
-	size        int    // len(Body), kept when the results drop the bodies
+	// Mix, when set, makes this the mix workload: its requests come from
+	// the mix (identical for rows 1-3, realistic for row 6) and the fields
+	// above describe its first kind only.
+	Mix  *Mix
+	size int // len(Body), kept when the results drop the bodies; the mix's mean
 }
+
+// MixName is the mix workload's name.
+const MixName = "mix"
 
 // Standard attendee-array sizes (nominal; the body is the largest array of
 // whole attendee.json records that fits).
@@ -83,7 +90,20 @@ func LoadWorkloads(dir string, sizes []int) ([]Workload, error) {
 	for i := range ws {
 		ws[i].size = len(ws[i].Body)
 	}
+	mix := newMix(checkoutForm, ticket, attendee)
+	first := mix.Request(0, false)
+	ws = append(ws, Workload{Name: MixName, ContentType: "(several)", Body: first.Body, Method: "(several)",
+		Host: "(stripe, zendesk, mailchimp, eventbrite)", Path: "", Purpose: first.Purpose, Mix: mix, size: mix.mean})
 	return ws, nil
+}
+
+// request returns request i of w: the mix's, or w's one request.
+func (w *Workload) request(i int, realistic bool) *request {
+	if w.Mix != nil {
+		return w.Mix.Request(i, realistic)
+	}
+	return &request{Method: w.Method, Host: w.Host, Path: w.Path, ContentType: w.ContentType,
+		Purpose: w.Purpose, Subject: "u-1", Body: w.Body, Expect: 200}
 }
 
 // Size is the body's length in bytes.

@@ -10,6 +10,17 @@
 # Refusals are collected in the partial set `deny` as {"rank", "code", "reason"} objects; the
 # decision reports the one with the lowest rank, so the most fundamental problem is the one the
 # caller sees. Special rules (see legal.rego) add to `deny` without touching this file.
+#
+# How the policy is laid out for speed (see README.md, "Writing fast, cacheable Rego"):
+# - Rules that read no input (the indexes in "Contracts, indexed") depend on the contracts only;
+#   the engine evaluates them once per policy load, so a request looks a vendor or route up.
+# - The path is read by one rule only, route_match; the engine checks that, and then keys its
+#   decision cache on route_match instead of the path, so distinct resource ids share decisions.
+# - Consents are read field by field (input.subject.consents[i].status), so the cache key holds
+#   the purposes and statuses only, not each subject's times and evidence.
+# - Refusals that share a precondition which fails on an ordinary allowed request are grouped
+#   behind it (vendor_refusals, purpose_refusals, consent_refusals): every rule of `deny` is
+#   evaluated on every request, and a group costs one rule until its precondition holds.
 package egress
 
 # The decision object of the contract documented in README.md. Always defined: every key is
@@ -19,6 +30,7 @@ default decision := {
 	"vendor": "",
 	"reason": "the policy produced no decision",
 	"code": "denied",
+	"route": "",
 	"fields": [],
 	"transforms": {},
 	"headers": [],
@@ -30,15 +42,9 @@ default decision := {
 	"dry_run": false,
 }
 
-decision := d if {
-	count(deny) == 0
-	d := allowed
-}
+decision := allowed if count(deny) == 0
 
-decision := d if {
-	count(deny) > 0
-	d := refused
-}
+decision := refused if count(deny) > 0
 
 # ---------------------------------------------------------------------------------------------
 # Normalised input. Every value is type-checked here: a missing or mistyped input field becomes
@@ -60,6 +66,7 @@ method := upper(m) if {
 	is_string(m)
 } else := ""
 
+# Read by route_match only (see there).
 path := p if {
 	p := input.request.path
 	is_string(p)
@@ -80,11 +87,6 @@ purpose := lower(trim_space(p)) if {
 	is_string(p)
 } else := ""
 
-consents := c if {
-	c := input.subject.consents
-	is_array(c)
-} else := []
-
 source_service := s if {
 	s := input.source.service
 	is_string(s)
@@ -98,33 +100,93 @@ consents_unavailable if {
 	not e in {"", null, false}
 }
 
-# ---------------------------------------------------------------------------------------------
-# Vendor: the contract whose hosts contain the request's host. Exact hosts win over wildcards; a
-# wildcard "*.example.com" matches exactly one more label, like a TLS certificate's wildcard.
-
-# The lookups read only the hosts of each contract (data.contracts[id].hosts), never the contracts
-# whole: only the matched contract is read in full, which keeps a decision cheap.
-# The host is read into a local once: a rule reference inside the comprehension would be looked up
-# again for every host of every contract.
-exact_vendors := {id | data.contracts[id].hosts[_] == h} if h := host
-
-wildcard_vendors := {id |
-	pattern := data.contracts[id].hosts[_]
-	wildcard_match(pattern, h)
-} if h := host
-
-wildcard_match(pattern, h) if {
-	startswith(pattern, "*.")
-	suffix := substring(pattern, 1, -1)
-	endswith(h, suffix)
-	label := trim_suffix(h, suffix)
-	label != ""
-	not contains(label, ".")
+# consent_status(p, s): the subject's consents hold an entry for purpose p with status s. Read
+# field by field, never as whole records: the engine keys its decision cache on the fields read,
+# so subjects whose consents have the same purposes and statuses share decisions whatever their
+# times and evidence. A numeric index means consents is an array (JSON object keys are strings).
+consent_status(p, s) if {
+	some i
+	input.subject.consents[i].purpose == p
+	is_number(i)
+	input.subject.consents[i].status == s
 }
 
-candidate_vendors := exact_vendors if count(exact_vendors) > 0
+# ---------------------------------------------------------------------------------------------
+# Contracts, indexed. The rules of this section read no input, only data.contracts: the engine
+# evaluates them once per policy load, so per request a vendor or a route is a lookup instead of
+# a scan of every contract. (`opa eval` and `opa test` evaluate them per query: same answers.)
 
-else := wildcard_vendors
+# Each index is a document of rules with a key in the head (vendors_by_host[h]), so that `opa eval`
+# computes only the entry a request looks up, while the engine computes the whole document once.
+
+# Exact host -> the ids of the contracts that list it.
+vendors_by_host[h] := {id | some id, c in data.contracts; h in c.hosts} if {
+	some c in data.contracts
+	some h in c.hosts
+}
+
+# A wildcard host "*.example.com" matches exactly one more label, like a TLS certificate's
+# wildcard. Indexed by what follows the star (".example.com") -> the ids of the contracts.
+vendors_by_wildcard[suffix] := {id |
+	some id, c in data.contracts
+	some p in c.hosts
+	startswith(p, "*.")
+	substring(p, 1, -1) == suffix
+} if {
+	some c in data.contracts
+	some pattern in c.hosts
+	startswith(pattern, "*.")
+	suffix := substring(pattern, 1, -1)
+}
+
+# Contract id -> method -> [[route index, path glob], ...], in the contract's order.
+routes_by_method[id][m] := [[i, pattern] | some i, r in c.routes; m in r.methods; pattern := r.path] if {
+	some id, c in data.contracts
+	some r in c.routes
+	some m in r.methods
+}
+
+# Contract id -> route index -> what the route sends, computed from the contract alone. The card
+# guard of a route when no need-to-know rule strips it: "allow" is honoured only for a payment
+# processor reached over TLS; anything else that is not "redact" blocks.
+route_table[id][i] := {
+	"headers": sort({lower(h) | some h in array.concat(object.get(c, "headers", []), object.get(r, "headers", []))}),
+	"query": sort({q | some q in object.get(r, "query", [])}),
+	"body": object.get(r, "body", "filter"),
+	"fields": fields,
+	"sorted_fields": sort(fields),
+	"transforms": object.get(r, "transforms", {}),
+	"cards": route_cards(cards_setting, object.get(c, "role", ""), object.get(c, "plaintext", false)),
+} if {
+	some id, c in data.contracts
+	some i, r in c.routes
+	fields := object.get(r, "fields", [])
+	cards_setting := object.get(r, "cards", object.get(c, "cards", "block"))
+}
+
+route_cards(setting, role, plaintext) := "allow" if {
+	setting == "allow"
+	role == "payment_processor"
+	not plaintext == true
+} else := "redact" if {
+	setting == "redact"
+} else := "block"
+
+# ---------------------------------------------------------------------------------------------
+# Vendor: the contract whose hosts contain the request's host. Exact hosts win over wildcards.
+
+# What follows the host's first label: "us21.api.example.com" -> ".api.example.com".
+host_suffix := substring(h, i, -1) if {
+	h := host
+	i := indexof(h, ".")
+	i > 0
+}
+
+candidate_vendors := ids if {
+	ids := vendors_by_host[host]
+} else := ids if {
+	ids := vendors_by_wildcard[host_suffix]
+} else := set()
 
 vendor := v if {
 	count(candidate_vendors) == 1
@@ -167,24 +229,41 @@ dry_run if contract.dry_run == true
 # glob ("*" = one path segment, "**" = any number) matches the path. First match wins, so a
 # contract lists specific routes before general ones.
 
-route_indexes := [i |
-	some i, r in object.get(contract, "routes", [])
-	m in r.methods
-	glob.match(r.path, ["/"], p)
-] if {
+# route_match is everything the policy reads of the path: the first matching route's index ([] when
+# none matches, [i] otherwise) and whether the path has dot segments. No other rule reads the path,
+# directly or through the rules below (the engine checks this when it loads the policy): the
+# decision then depends on the path only through route_match, and the engine keys its decision
+# cache on route_match, not on the path, so "/v1/customers/cus_1" and "/v1/customers/cus_2" share
+# one decision. A rule that needs more of the path must add it to route_match.
+# Without a contract there is no route and nothing to check in the path: a request to a host no
+# contract covers costs no path matching, however long its path.
+#
+# Dot segments would let "/recordings/../secrets" match "/recordings/**". They are refused rather
+# than resolved: a well-behaved client never sends them. A dot segment is a segment (after a slash)
+# that is ".", "..", or one of them with a dot percent-encoded ("%2e", in either case); a path that
+# does not start with "/" is refused too. Two patterns, each starting with a literal ("/." and
+# "/%2"), rather than one alternation: Go's regexp then finds candidates with a string search, which
+# is what makes the test cheap (one alternation took ~10 µs per path).
+#
+# One rule, the route list and the dot test computed in place: this rule is evaluated for every
+# request whose path is new to the engine, and every rule evaluated costs.
+route_match := {
+	"first": array.slice([i | some [i, pattern] in routes_by_method[v][m]; glob.match(pattern, ["/"], p)], 0, 1),
+	"dot_segments": [
+		regex.match(`/\.(\.|%2[eE])?(/|$)`, p),
+		regex.match(`/%2[eE](\.|%2[eE])?(/|$)`, p),
+		startswith(p, "/"),
+	] != [false, false, true],
+} if {
+	v := vendor
 	m := method
 	p := path
-}
+} else := {"first": [], "dot_segments": false}
 
-route := contract.routes[route_indexes[0]]
+route := contract.routes[route_match.first[0]]
 
-# Dot segments would let "/recordings/../secrets" match "/recordings/**". They are refused rather
-# than resolved: a well-behaved client never sends them.
-# A segment (between slashes) that is ".", "..", or one of them with a dot percent-encoded, in any
-# case: one regex test instead of a test per segment.
-unclean_path if regex.match(`(?i)(^|/)(\.|\.\.|%2e|%2e%2e|\.%2e|%2e\.)(/|$)`, path)
-
-unclean_path if not startswith(path, "/")
+# What the matched route sends (route_table, computed once per load).
+route_sends := route_table[vendor][route_match.first[0]]
 
 # ---------------------------------------------------------------------------------------------
 # Purposes. A route serves the contract's purposes unless it narrows them. A purpose the contract
@@ -200,6 +279,12 @@ other_purposes := object.get(contract, "other_purposes", "consent")
 off_contract_purpose if {
 	purpose != ""
 	not purpose in contract_purposes
+}
+
+# The purpose is one the contract and the route serve: no purpose refusal can apply.
+purpose_served if {
+	purpose in route_purposes
+	purpose in contract_purposes
 }
 
 # Routes flagged opt_out carry a subject's withdrawal to the vendor (unsubscribe, erasure). They
@@ -225,17 +310,11 @@ consents_needed contains "marketing" if marketing_gated
 # Consent is the current state per purpose; a withdrawal wins over any grant, so a store that
 # returns both for one purpose fails closed.
 granted(p) if {
-	some c in consents
-	c.purpose == p
-	c.status == "granted"
+	consent_status(p, "granted")
 	not withdrawn(p)
 }
 
-withdrawn(p) if {
-	some c in consents
-	c.purpose == p
-	c.status == "withdrawn"
-}
+withdrawn(p) if consent_status(p, "withdrawn")
 
 # ---------------------------------------------------------------------------------------------
 # Need-to-know between services: a contract's need_to_know rules name fields that only some
@@ -245,11 +324,7 @@ withdrawn(p) if {
 
 need_to_know := object.get(contract, "need_to_know", [])
 
-route_fields := object.get(route, "fields", [])
-
-route_transforms := object.get(route, "transforms", {})
-
-route_paths := {p | some p in route_fields} | {p | some p, _ in route_transforms}
+route_paths := {p | some p in route_sends.fields} | {p | some p, _ in route_sends.transforms}
 
 # The service check comes first: for the services a rule names (the common case) no path is
 # compared at all.
@@ -314,27 +389,19 @@ segment_match(a, _) if a == "*"
 segment_match(_, b) if b == "*"
 
 # ---------------------------------------------------------------------------------------------
-# The card guard: "allow" is honoured only for a payment processor reached over TLS, and never
-# for a service that a need-to-know rule has just stripped (it must not send card numbers by any
-# field). Anything else that is not "redact" blocks.
+# The card guard: the route's setting (route_cards), except that a service a need-to-know rule
+# has just stripped must not send card numbers by any field: it gets "block".
 
-cards_setting := object.get(route, "cards", object.get(contract, "cards", "block"))
+cards := "block" if count(violated_rules) > 0
 
-cards := "block" if {
-	count(violated_rules) > 0
-} else := "allow" if {
-	cards_setting == "allow"
-	contract.role == "payment_processor"
-	not plaintext
-} else := "redact" if {
-	cards_setting == "redact"
-} else := "block"
+else := route_sends.cards
 
 # ---------------------------------------------------------------------------------------------
 # The allowed decision.
 
-# The allowed decision is built in one rule, with the route read once into a local: every key is
-# computed in place rather than as a rule of its own, each of which would cost a lookup.
+# The allowed decision is built in one rule, with the route's table entry read once into a local:
+# every key is computed in place rather than as a rule of its own, each of which would cost a
+# lookup.
 allowed := {
 	"allow": true,
 	"vendor": vendor,
@@ -344,32 +411,34 @@ allowed := {
 		strip_note,
 	]),
 	"code": "",
-	"fields": sort(kept_fields),
+	"route": rt.path,
+	"fields": kept_fields,
 	"transforms": kept_transforms,
-	"headers": sort({lower(h) | some h in array.concat(object.get(contract, "headers", []), object.get(rt, "headers", []))}),
-	"query": sort({q | some q in object.get(rt, "query", [])}),
-	"body": object.get(rt, "body", "filter"),
+	"headers": sends.headers,
+	"query": sends.query,
+	"body": sends.body,
 	"cards": cards,
 	"tls": tls,
 	"port": port,
 	"dry_run": dry_run,
 } if {
 	rt := route
+	sends := route_sends
 }
 
 # What need-to-know leaves of the route's fields and transforms: all of them when nothing is
 # stripped (the common case, no per-path test), else those not stripped. stripped_paths is
 # stripped evaluated once, as a whole: a membership test against the partial set itself would re-run
 # its rule body for every path.
-kept_fields := route_fields if {
+kept_fields := route_sends.sorted_fields if {
 	count(stripped) == 0
-} else := [p | some p in route_fields; not p in stripped_paths]
-
-kept_transforms := route_transforms if {
-	count(stripped) == 0
-} else := {p: t | some p, t in route_transforms; not p in stripped_paths}
+} else := sort([p | some p in route_sends.fields; not p in stripped_paths])
 
 stripped_paths := {p | some p in stripped}
+
+kept_transforms := route_sends.transforms if {
+	count(stripped) == 0
+} else := {p: t | some p, t in route_sends.transforms; not p in stripped_paths}
 
 consent_note := sprintf(", with the subject's consent for %s", [concat(", ", sort(consents_needed))]) if {
 	count(consents_needed) > 0
@@ -380,7 +449,8 @@ strip_note := sprintf("; need-to-know: %d field(s) stripped because service %q m
 } else := ""
 
 # ---------------------------------------------------------------------------------------------
-# The refused decision: the lowest-ranked refusal, nothing may leave.
+# The refused decision: the lowest-ranked refusal, nothing may leave. "route" is the matched
+# route's path glob, "" when no route matched.
 
 first_refusal := sort([[d.rank, d.code, d.reason] | some d in deny])[0]
 
@@ -389,6 +459,7 @@ refused := {
 	"vendor": vendor_id,
 	"reason": first_refusal[2],
 	"code": first_refusal[1],
+	"route": refused_route,
 	"fields": [],
 	"transforms": {},
 	"headers": [],
@@ -400,17 +471,30 @@ refused := {
 	"dry_run": dry_run,
 }
 
-# ---------------------------------------------------------------------------------------------
-# Refusals, by rank.
+refused_route := p if {
+	p := route.path
+	route_match.dot_segments == false
+	is_string(p)
+} else := ""
 
-deny contains {"rank": 10, "code": "unknown_vendor", "reason": sprintf("no contract covers host %s", [host])} if {
+# ---------------------------------------------------------------------------------------------
+# Refusals, by rank. To add one, write a `deny contains {"rank": n, "code": c, "reason": r} if
+# {...}` rule here or in a file of its own (as legal.rego does); see README.md.
+
+# The host: no contract, or several, cover it.
+deny contains refusal if {
+	count(candidate_vendors) != 1
+	some refusal in vendor_refusals
+}
+
+vendor_refusals contains {"rank": 10, "code": "unknown_vendor", "reason": sprintf("no contract covers host %s", [host])} if {
 	host != ""
 	count(candidate_vendors) == 0
 }
 
-deny contains {"rank": 10, "code": "unknown_vendor", "reason": "the request names no host"} if host == ""
+vendor_refusals contains {"rank": 10, "code": "unknown_vendor", "reason": "the request names no host"} if host == ""
 
-deny contains {"rank": 11, "code": "denied", "reason": sprintf("host %s is claimed by several contracts (%s); fix the contracts", [host, concat(", ", sort(candidate_vendors))])} if {
+vendor_refusals contains {"rank": 11, "code": "denied", "reason": sprintf("host %s is claimed by several contracts (%s); fix the contracts", [host, concat(", ", sort(candidate_vendors))])} if {
 	count(candidate_vendors) > 1
 }
 
@@ -427,7 +511,7 @@ deny contains {"rank": 20, "code": "tls_required", "reason": sprintf("%s allows 
 
 card_contract if contract.role == "payment_processor"
 
-card_contract if cards_setting == "allow"
+card_contract if object.get(route, "cards", object.get(contract, "cards", "block")) == "allow"
 
 card_contract if object.get(contract, "cards", "block") == "allow"
 
@@ -446,46 +530,63 @@ deny contains {"rank": 30, "code": "purpose_required", "reason": sprintf("%s: ev
 	vendor
 }
 
-deny contains {"rank": 40, "code": "route_not_allowed", "reason": sprintf("%s allows no %s request to this path", [who, method])} if {
-	count(route_indexes) == 0
+# No route, or a path with dot segments. Both are one refusal; when both apply, the first reason
+# is reported (as the lower one would be).
+deny contains {"rank": 40, "code": "route_not_allowed", "reason": route_refusal_reason} if {
 	vendor
+	not route_clean
 }
 
-deny contains {"rank": 40, "code": "route_not_allowed", "reason": sprintf("%s: paths with dot segments are refused", [who])} if {
-	unclean_path
-	vendor
+route_clean if {
+	count(route_match.first) == 1
+	route_match.dot_segments == false
 }
 
-deny contains {"rank": 50, "code": "purpose_not_allowed", "reason": sprintf("%s: route %s %s serves only %s, not %s", [who, method, route.path, concat(", ", route_purposes), purpose])} if {
+route_refusal_reason := sprintf("%s allows no %s request to this path", [who, method]) if {
+	count(route_match.first) == 0
+} else := sprintf("%s: paths with dot segments are refused", [who])
+
+# The purpose is not one the route serves.
+deny contains refusal if {
+	not purpose_served
+	some refusal in purpose_refusals
+}
+
+purpose_refusals contains {"rank": 50, "code": "purpose_not_allowed", "reason": sprintf("%s: route %s %s serves only %s, not %s", [who, method, route.path, concat(", ", route_purposes), purpose])} if {
 	not purpose in route_purposes
 	purpose in contract_purposes
 	purpose != ""
 }
 
-deny contains {"rank": 50, "code": "purpose_not_allowed", "reason": sprintf("%s allows only the purposes %s, not %s", [who, concat(", ", contract_purposes), purpose])} if {
+purpose_refusals contains {"rank": 50, "code": "purpose_not_allowed", "reason": sprintf("%s allows only the purposes %s, not %s", [who, concat(", ", contract_purposes), purpose])} if {
 	off_contract_purpose
 	other_purposes != "consent"
 }
 
-deny contains {"rank": 60, "code": "gpc_opt_out", "reason": sprintf("%s is a marketing disclosure and the subject's Global Privacy Control signal opts out of it", [who])} if {
+# The request needs the subject's consent: GPC, the consent source, the consent itself.
+deny contains refusal if {
+	count(consents_needed) > 0
+	some refusal in consent_refusals
+}
+
+consent_refusals contains {"rank": 60, "code": "gpc_opt_out", "reason": sprintf("%s is a marketing disclosure and the subject's Global Privacy Control signal opts out of it", [who])} if {
 	marketing_gated
 	gpc
 	vendor
 }
 
-deny contains {"rank": 70, "code": "consent_unavailable", "reason": sprintf("%s: this request needs the subject's consent (%s) and the consent source is unavailable", [who, concat(", ", sort(consents_needed))])} if {
-	count(consents_needed) > 0
+consent_refusals contains {"rank": 70, "code": "consent_unavailable", "reason": sprintf("%s: this request needs the subject's consent (%s) and the consent source is unavailable", [who, concat(", ", sort(consents_needed))])} if {
 	consents_unavailable
 	vendor
 }
 
-deny contains {"rank": 80, "code": "consent_required", "reason": sprintf("%s: the subject has withdrawn consent for %s", [who, p])} if {
+consent_refusals contains {"rank": 80, "code": "consent_required", "reason": sprintf("%s: the subject has withdrawn consent for %s", [who, p])} if {
 	some p in consents_needed
 	withdrawn(p)
 	vendor
 }
 
-deny contains {"rank": 80, "code": "consent_required", "reason": reason} if {
+consent_refusals contains {"rank": 80, "code": "consent_required", "reason": reason} if {
 	some p in consents_needed
 	not granted(p)
 	not withdrawn(p)
@@ -497,6 +598,6 @@ consent_missing_reason(p) := sprintf("%s: sharing for marketing needs the subjec
 	p == "marketing"
 } else := sprintf("%s: purpose %s is outside the contract's purposes (%s) and needs the subject's granted consent for it", [who, p, concat(", ", contract_purposes)])
 
-deny contains {"rank": 90, "code": "source_not_allowed", "reason": sprintf("%s: need-to-know allows fields of this route only from %s, not from service %q", [who, concat(", ", need_to_know[i].services), source_service])} if {
+deny contains {"rank": 90, "code": "source_not_allowed", "reason": sprintf("%s: need-to-know allows fields of this route only from %s, not from service %q", [who, concat(", ", contract.need_to_know[i].services), source_service])} if {
 	some i in refused_rules
 }

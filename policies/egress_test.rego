@@ -39,7 +39,7 @@ withdrawn(p) := {"purpose": p, "status": "withdrawn", "time": "2026-10-02T10:00:
 
 with_consents(inp, cs) := object.union(inp, {"subject": {"consents": cs}})
 
-decision_keys := {"allow", "vendor", "reason", "code", "fields", "transforms", "headers", "query", "body", "cards", "tls", "port", "dry_run"}
+decision_keys := {"allow", "vendor", "reason", "code", "route", "fields", "transforms", "headers", "query", "body", "cards", "tls", "port", "dry_run"}
 
 # refused(d, code) holds when d refuses with code and lets nothing leave.
 refused(d, code) if {
@@ -226,9 +226,23 @@ test_single_star_does_not_cross_slashes if {
 
 test_dot_segments_are_refused if {
 	c := object.union(fixture, {"routes": [{"methods": ["PUT"], "path": "/public/**", "body": "opaque"}]})
-	every p in ["/public/../private/x", "/public/./x", "/public/%2E%2E/private"] {
+	every p in [
+		"/public/../private/x", "/public/./x", "/public/%2E%2E/private", "/public/..", "/public/.",
+		"/public/%2e", "/public/%2E.", "/public/.%2e/x", "/public/%2e%2E/", "public/x", "./public/x", "",
+	] {
 		d := egress.decision with input as to("api.test.example", "PUT", p, "support") with data.contracts as {"t": c}
 		refused(d, "route_not_allowed")
+		d.route == ""
+	}
+}
+
+# Dots that make no dot segment: the path is the route's.
+test_dots_inside_segments_are_paths if {
+	c := object.union(fixture, {"routes": [{"methods": ["PUT"], "path": "/public/**", "body": "opaque"}]})
+	every p in ["/public/3.0/x", "/public/.well-known", "/public/a..b", "/public/...", "/public/%2e%2e%2e", "/public/x.%2e", "/public/%2ex"] {
+		d := egress.decision with input as to("api.test.example", "PUT", p, "support") with data.contracts as {"t": c}
+		d.allow
+		d.route == "/public/**"
 	}
 }
 

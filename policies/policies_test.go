@@ -17,6 +17,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/tester"
 
 	"github.com/pare-dev/pare/internal/contract"
+	"github.com/pare-dev/pare/internal/engine"
 )
 
 // TestRego runs every Rego test of the embedded policies (what the binary ships) through OPA's
@@ -205,6 +206,30 @@ func BenchmarkDecision(b *testing.B) {
 		rs, err := pq.Eval(ctx, rego.EvalParsedInput(input))
 		if err != nil || len(rs) != 1 {
 			b.Fatalf("eval: %v %v", rs, err)
+		}
+	}
+}
+
+// TestBundledDecisionsAreCacheable keeps the bundled policy fast on real traffic: the engine can
+// key its decision cache on route_match instead of the path (so a new resource id in a known route
+// is not a new decision), and on the purposes and statuses of the subject's consents only (so a
+// new subject with the same consent state is not either). A rule that reads input.request.path
+// outside route_match, or consents as whole records, fails this test: see README.md, "Writing
+// fast, cacheable Rego".
+func TestBundledDecisionsAreCacheable(t *testing.T) {
+	p, err := engine.Load(context.Background(), FS, engine.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := p.CacheKey()
+	for _, want := range []string{"on " + engine.RouteKeyRule + " instead of the path", "subject.consents[](purpose, status)"} {
+		if !strings.Contains(key, want) {
+			t.Errorf("cache key: %s\nwant it to contain %q", key, want)
+		}
+	}
+	for _, never := range []string{"subject.id", "request.headers", "time", "evidence"} {
+		if strings.Contains(key, never) {
+			t.Errorf("cache key: %s\nholds %s, which the bundled policy must not read", key, never)
 		}
 	}
 }

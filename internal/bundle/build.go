@@ -180,7 +180,7 @@ func hashFile(h opabundle.SignatureHasher, name string, b []byte) (string, error
 // a sidecar activates a bundle only if it compiles and validates, but does
 // not run the tests again.
 func Build(ctx context.Context, fsys fs.FS, w io.Writer, opt WriteOptions) (*engine.Policy, int, error) {
-	p, err := engine.Load(ctx, fsys, engine.LoadOptions{CacheSize: -1})
+	p, err := engine.Load(ctx, fsys, engine.LoadOptions{CacheBytes: -1})
 	if err != nil {
 		return nil, 0, err
 	}

@@ -77,6 +77,7 @@ func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	fmt.Fprintf(stdout, "%s: revision %s, %d files, %d vendors, %d Rego tests, %d failed\n",
 		*dir, p.Revision[:12], len(p.Files), len(p.Vendors), len(results), failed)
+	fmt.Fprintf(stdout, "%s: %s\n", *dir, p.CacheKey())
 	if failed > 0 {
 		return exitFail
 	}

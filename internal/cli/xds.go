@@ -59,9 +59,9 @@ func runXDS(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer
 
 	var pol *engine.Policy
 	if *dir == "" {
-		pol, err = engine.Load(ctx, policies.FS, engine.LoadOptions{CacheSize: -1})
+		pol, err = engine.Load(ctx, policies.FS, engine.LoadOptions{CacheBytes: -1})
 	} else {
-		pol, err = engine.LoadDir(ctx, *dir, engine.LoadOptions{CacheSize: -1})
+		pol, err = engine.LoadDir(ctx, *dir, engine.LoadOptions{CacheBytes: -1})
 	}
 	if err == nil {
 		var cfg *xds.Config

@@ -99,11 +99,28 @@ func (s Static) Lookup(_ context.Context, subject string) ([]Consent, error) {
 // (stable policy input, comparable in tests) and is a fresh slice.
 func latest(events []Consent) []Consent {
 	out := make([]Consent, 0, len(events))
-	idx := make(map[string]int, len(events))
+	// A subject has a few purposes: a linear search beats a map (and its
+	// allocation, a million times over when a file of subjects loads).
+	var idx map[string]int
+	if len(events) > 16 {
+		idx = make(map[string]int, len(events))
+	}
 	for _, e := range events {
-		i, seen := idx[e.Purpose]
+		i, seen := -1, false
+		if idx != nil {
+			i, seen = idx[e.Purpose]
+		} else {
+			for j := range out {
+				if out[j].Purpose == e.Purpose {
+					i, seen = j, true
+					break
+				}
+			}
+		}
 		if !seen {
-			idx[e.Purpose] = len(out)
+			if idx != nil {
+				idx[e.Purpose] = len(out)
+			}
 			out = append(out, e)
 			continue
 		}

@@ -55,6 +55,11 @@ type FileOptions struct {
 //
 // Lookups read an immutable snapshot swapped in atomically by reloads, so they never wait for a
 // reload and never see half of one.
+//
+// Large files should be JSON: it is read in one pass straight into the state (a million subjects
+// with 2.5 events each, 486 MB, in ~9 s of CPU, peak memory ~2.3× the file, the state ~0.75×;
+// BenchmarkLoadFile). YAML is read through a document tree: 100,000 subjects take ~20× the
+// file's size at peak.
 type File struct {
 	path     string
 	format   string
@@ -220,6 +225,11 @@ func (f *File) reload(force bool) (changed bool, err error) {
 	// Remember invalid content too, so that an invalid file is reported once, not on every
 	// unrelated event in the directory.
 	f.seen, f.seenOK = sum, true
+	// The new state is built beside the one in use (a million subjects take seconds) and swapped
+	// in at once: lookups meanwhile read the old state and never wait.
+	if reloadHook != nil {
+		reloadHook()
+	}
 	state, err := parseFile(f.path, f.format, data)
 	if err != nil {
 		f.report(false, err)
@@ -229,6 +239,10 @@ func (f *File) reload(force bool) (changed bool, err error) {
 	f.report(true, nil)
 	return true, nil
 }
+
+// reloadHook, when set (by tests), runs in every reload between reading the
+// file and parsing it.
+var reloadHook func()
 
 func (f *File) report(ok bool, err error) {
 	if f.onReload != nil {

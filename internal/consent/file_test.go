@@ -316,3 +316,37 @@ func TestFileConcurrentLookupAndReload(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// TestFileReloadNeverBlocksLookups stops a reload of a new file in the middle
+// (between reading and swapping) and looks subjects up meanwhile: every
+// lookup answers at once, from the old state, and the new state is what
+// lookups see once the reload ends.
+func TestFileReloadNeverBlocksLookups(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "consents.json")
+	writeFile(t, path, `{"subjects": {"u-1": [{"purpose": "marketing", "status": "granted", "time": "2026-10-01T10:00:00Z", "evidence": {"action": "checked"}}]}}`)
+	f, err := OpenFile(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, `{"subjects": {"u-1": [{"purpose": "marketing", "status": "withdrawn", "time": "2026-11-01T10:00:00Z"}]}}`)
+	inReload, release := make(chan struct{}), make(chan struct{})
+	reloadHook = func() { close(inReload); <-release }
+	defer func() { reloadHook = nil }()
+	done := make(chan error)
+	go func() { done <- f.Reload() }()
+	<-inReload
+	for range 100 {
+		got, err := f.Lookup(context.Background(), "u-1")
+		if err != nil || len(got) != 1 || got[0].Status != StatusGranted {
+			t.Fatalf("lookup during a reload: %+v, %v; want the old grant", got, err)
+		}
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := f.Lookup(context.Background(), "u-1"); len(got) != 1 || got[0].Status != StatusWithdrawn {
+		t.Fatalf("after the reload: %+v, want the withdrawal", got)
+	}
+}

@@ -3,10 +3,11 @@ package engine
 import (
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/pare-dev/pare/filters"
 )
@@ -24,10 +25,13 @@ const (
 // (the field mask). Decisions are shared between requests through the cache:
 // never modify one.
 type Decision struct {
-	Allow      bool              `json:"allow"`
-	Vendor     string            `json:"vendor"`
-	Reason     string            `json:"reason"`
-	Code       Code              `json:"code,omitempty"`
+	Allow  bool   `json:"allow"`
+	Vendor string `json:"vendor"`
+	Reason string `json:"reason"`
+	Code   Code   `json:"code,omitempty"`
+	// Route is the path glob of the contract route that matched ("" when
+	// none did): what a ledger records instead of a concrete path.
+	Route      string            `json:"route"`
 	Fields     []string          `json:"fields"`
 	Transforms map[string]string `json:"transforms"`
 	Headers    []string          `json:"headers"`
@@ -40,6 +44,7 @@ type Decision struct {
 
 	Revision string `json:"revision"`
 
+	size    int64 // decisionSize, for the cache's accounting
 	mask    *filters.Mask
 	opts    filters.Options
 	headers []string // Headers, lower-cased
@@ -54,104 +59,138 @@ func (d *Decision) Refusal() *Error {
 }
 
 var decisionKeys = map[string]bool{
-	"allow": true, "vendor": true, "reason": true, "code": true, "fields": true,
+	"allow": true, "vendor": true, "reason": true, "code": true, "route": true, "fields": true,
 	"transforms": true, "headers": true, "query": true, "body": true, "cards": true,
 	"tls": true, "port": true, "dry_run": true,
 }
 
-// parseDecision validates what the policy returned. Anything unexpected is an
-// error, never a partial decision: a misspelled key that was silently
-// ignored would be a leak.
-func parseDecision(v any, hmacMaster []byte) (*Decision, error) {
-	m, ok := v.(map[string]any)
+// parseDecision validates what the policy returned, read straight from the
+// AST value the evaluator produced. Anything unexpected is an error, never a
+// partial decision: a misspelled key that was silently ignored would be a
+// leak. keyFor gives a vendor's HMAC key; masks, when not nil, supplies
+// compiled masks (Policy.masks).
+func parseDecision(v ast.Value, keyFor func(vendor string) []byte, masks *maskCache) (*Decision, error) {
+	m, ok := v.(ast.Object)
 	if !ok {
 		return nil, fmt.Errorf("decision is %s, want an object", typeName(v))
 	}
 	var problems []string
 	bad := func(f string, args ...any) { problems = append(problems, fmt.Sprintf(f, args...)) }
-	for k := range m {
-		if !decisionKeys[k] {
-			bad("unknown key %q", k)
+	var (
+		d                       = &Decision{Body: BodyFilter, TLS: true}
+		code, body              string
+		seenAllow               bool
+		fields, headers, querys ast.Value
+		transforms, port        ast.Value
+	)
+	getBool := func(k string, x ast.Value, dst *bool) {
+		if b, ok := x.(ast.Boolean); ok {
+			*dst = bool(b)
+		} else {
+			bad("%s is %s, want a boolean", k, typeName(x))
 		}
 	}
-	d := &Decision{Body: BodyFilter, TLS: true}
-	getBool := func(k string, dst *bool) {
-		if x, ok := m[k]; ok {
-			if b, ok := x.(bool); ok {
-				*dst = b
-			} else {
-				bad("%s is %s, want a boolean", k, typeName(x))
-			}
+	getString := func(k string, x ast.Value, dst *string) {
+		if s, ok := x.(ast.String); ok {
+			*dst = string(s)
+		} else {
+			bad("%s is %s, want a string", k, typeName(x))
 		}
 	}
-	getString := func(k string, dst *string) {
-		if x, ok := m[k]; ok {
-			if s, ok := x.(string); ok {
-				*dst = s
-			} else {
-				bad("%s is %s, want a string", k, typeName(x))
-			}
+	m.Foreach(func(kt, vt *ast.Term) {
+		ks, ok := kt.Value.(ast.String)
+		if !ok || !decisionKeys[string(ks)] {
+			bad("unknown key %s", kt.Value.String())
+			return
 		}
-	}
-	getStrings := func(k string) []string {
-		x, ok := m[k]
-		if !ok {
+		x := vt.Value
+		switch k := string(ks); k {
+		case "allow":
+			seenAllow = true
+			getBool(k, x, &d.Allow)
+		case "vendor":
+			getString(k, x, &d.Vendor)
+		case "reason":
+			getString(k, x, &d.Reason)
+		case "code":
+			getString(k, x, &code)
+		case "route":
+			getString(k, x, &d.Route)
+		case "fields":
+			fields = x
+		case "headers":
+			headers = x
+		case "query":
+			querys = x
+		case "body":
+			getString(k, x, &body)
+		case "cards":
+			getString(k, x, &d.Cards)
+		case "tls":
+			getBool(k, x, &d.TLS)
+		case "dry_run":
+			getBool(k, x, &d.DryRun)
+		case "transforms":
+			transforms = x
+		case "port":
+			port = x
+		}
+	})
+	getStrings := func(k string, x ast.Value) []string {
+		if x == nil {
 			return nil
 		}
-		arr, ok := x.([]any)
+		arr, ok := x.(*ast.Array)
 		if !ok {
 			bad("%s is %s, want an array of strings", k, typeName(x))
 			return nil
 		}
-		out := make([]string, 0, len(arr))
-		for i, e := range arr {
-			s, ok := e.(string)
+		out := make([]string, 0, arr.Len())
+		for i := range arr.Len() {
+			e := arr.Elem(i).Value
+			s, ok := e.(ast.String)
 			if !ok {
 				bad("%s[%d] is %s, want a string", k, i, typeName(e))
 				continue
 			}
-			out = append(out, s)
+			out = append(out, string(s))
 		}
 		return out
 	}
-	if _, ok := m["allow"]; !ok {
+	if !seenAllow {
 		bad("allow is missing")
 	}
-	getBool("allow", &d.Allow)
-	getString("vendor", &d.Vendor)
-	getString("reason", &d.Reason)
-	var code string
-	getString("code", &code)
-	d.Fields = getStrings("fields")
-	d.Headers = getStrings("headers")
-	d.Query = getStrings("query")
-	var body string
-	getString("body", &body)
-	getString("cards", &d.Cards)
-	getBool("tls", &d.TLS)
-	getBool("dry_run", &d.DryRun)
-	if x, ok := m["transforms"]; ok {
-		tm, ok := x.(map[string]any)
+	d.Fields = getStrings("fields", fields)
+	d.Headers = getStrings("headers", headers)
+	d.Query = getStrings("query", querys)
+	if transforms != nil {
+		tm, ok := transforms.(ast.Object)
 		if !ok {
-			bad("transforms is %s, want an object", typeName(x))
-		}
-		d.Transforms = make(map[string]string, len(tm))
-		for p, t := range tm {
-			s, ok := t.(string)
-			if !ok {
-				bad("transforms[%q] is %s, want a string", p, typeName(t))
-				continue
-			}
-			d.Transforms[p] = s
+			bad("transforms is %s, want an object", typeName(transforms))
+		} else {
+			d.Transforms = make(map[string]string, tm.Len())
+			tm.Foreach(func(pt, tt *ast.Term) {
+				p, ok := pt.Value.(ast.String)
+				if !ok {
+					bad("transforms key %s is %s, want a string", pt.Value.String(), typeName(pt.Value))
+					return
+				}
+				t, ok := tt.Value.(ast.String)
+				if !ok {
+					bad("transforms[%q] is %s, want a string", string(p), typeName(tt.Value))
+					return
+				}
+				d.Transforms[string(p)] = string(t)
+			})
 		}
 	}
-	if x, ok := m["port"]; ok {
-		n, ok := x.(json.Number)
-		port, err := n.Int64()
-		if !ok || err != nil || port < 1 || port > 65535 {
-			bad("port is %v, want an integer 1-65535", x)
+	if port != nil {
+		n, ok := port.(ast.Number)
+		p, isInt := n.Int()
+		if !ok || !isInt || p < 1 || p > 65535 {
+			bad("port is %v, want an integer 1-65535", port)
 		}
-		d.Port = int(port)
+		d.Port = p
 	}
 	if len(problems) > 0 {
 		sort.Strings(problems)
@@ -193,12 +232,12 @@ func parseDecision(v any, hmacMaster []byte) (*Decision, error) {
 	if cards == filters.CardsAllow && !d.TLS {
 		cards = filters.CardsBlock
 	}
-	mask, err := filters.Compile(d.Fields, d.Transforms)
+	mask, err := masks.compile(d.Fields, d.Transforms)
 	if err != nil {
 		return nil, fmt.Errorf("malformed decision: %w", err)
 	}
 	d.mask = mask
-	d.opts = filters.Options{HMACKey: vendorKey(hmacMaster, d.Vendor), Cards: cards}
+	d.opts = filters.Options{HMACKey: keyFor(d.Vendor), Cards: cards}
 	d.headers = make([]string, len(d.Headers))
 	for i, h := range d.Headers {
 		d.headers[i] = strings.ToLower(h)
@@ -215,20 +254,22 @@ func vendorKey(master []byte, vendor string) []byte {
 	return m.Sum(nil)
 }
 
-func typeName(v any) string {
+func typeName(v ast.Value) string {
 	switch v.(type) {
-	case nil:
+	case nil, ast.Null:
 		return "null"
-	case bool:
+	case ast.Boolean:
 		return "a boolean"
-	case string:
+	case ast.String:
 		return "a string"
-	case json.Number, float64, int:
+	case ast.Number:
 		return "a number"
-	case []any:
+	case *ast.Array:
 		return "an array"
-	case map[string]any:
+	case ast.Object:
 		return "an object"
+	case ast.Set:
+		return "a set"
 	}
 	return fmt.Sprintf("%T", v)
 }

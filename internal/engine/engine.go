@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/rego"
 )
 
 // Options configure an Engine.
@@ -29,6 +28,31 @@ type Engine struct {
 	cur     atomic.Pointer[Policy]
 	hmacKey []byte
 	timeout time.Duration
+
+	keysMu sync.RWMutex
+	keys   map[string][]byte // vendor -> its HMAC key (vendorKey), derived once
+}
+
+// maxVendorKeys bounds the derived keys kept: vendors come from the policy's
+// decisions, a handful in practice.
+const maxVendorKeys = 1024
+
+// vendorKey returns vendor's own HMAC key, derived from the master key once.
+func (e *Engine) vendorKey(vendor string) []byte {
+	e.keysMu.RLock()
+	k, ok := e.keys[vendor]
+	e.keysMu.RUnlock()
+	if ok {
+		return k
+	}
+	k = vendorKey(e.hmacKey, vendor)
+	e.keysMu.Lock()
+	if e.keys == nil || len(e.keys) >= maxVendorKeys {
+		e.keys = map[string][]byte{}
+	}
+	e.keys[vendor] = k
+	e.keysMu.Unlock()
+	return k
 }
 
 // New returns an engine with no policy: until Swap, every decision is a
@@ -58,88 +82,96 @@ func (e *Engine) Policy() *Policy { return e.cur.Load() }
 // otherwise. A denial is a Decision with Allow false, not an error; errors
 // are failures to decide (no policy, evaluation error or timeout, malformed
 // decision), all refusals with a Code.
+//
+// Decisions are cached per policy (see decisionCache) under two keys, each
+// built only from what the compiled policy reads (keyPlan): the exact key,
+// with the path, and — when the policy reads the path only through
+// RouteKeyRule (analysis.pathKey) — the route key, with that rule's value in
+// place of the path. A request whose exact key is cached costs a lookup; one
+// for a new resource id of a known route costs RouteKeyRule's evaluation and
+// a lookup; anything else is evaluated in full. Decisions for hosts no
+// contract covers are never cached: whoever sends them cannot fill the cache.
+// Nor are decisions whose evaluation called a non-deterministic builtin
+// (io.jwt.decode_verify checks expiry against the clock): a policy that
+// calls one keeps the cache for the requests that do not reach it.
 func (e *Engine) Decide(ctx context.Context, p *Policy, in *Input, body ast.Value) (*Decision, error) {
 	if p == nil {
 		return nil, refuse(CodeNoPolicy, nil, "no valid policy is loaded")
 	}
-	var key []byte
-	if p.cache != nil {
-		kb := keyPool.Get().(*[]byte)
-		key = in.appendKey((*kb)[:0], p.refs)
-		if d, ok := p.cache.get(key); ok {
-			*kb = key
-			keyPool.Put(kb)
-			return d, nil
-		}
-		key = append([]byte(nil), key...)
-		keyPool.Put(kb)
+	if p.cache == nil {
+		d, _, err := e.evaluate(ctx, p, in, body)
+		return d, err
 	}
+	kb := keyPool.Get().(*[]byte)
+	defer keyPool.Put(kb)
+	exact := append((*kb)[:0], 'x')
+	exact = in.appendKey(exact, &p.plan, true)
+	*kb = exact
+	if d, ok := p.cache.get(exact); ok {
+		p.exactHits.Add(1)
+		return d, nil
+	}
+	var routeKey []byte
+	if p.routeQuery != nil {
+		// Built with what the rule reads only: on a hit nothing else is needed.
+		routeIn := ast.NewTerm(in.value(nil, &p.routePlan))
+		if kv, err := p.ev.evalResult(ctx, p.routeQuery, routeIn, e.timeout); !kv.volatile && (err == nil || errors.Is(err, errUndefined)) {
+			rb := keyPool.Get().(*[]byte)
+			defer keyPool.Put(rb)
+			routeKey = append((*rb)[:0], 'r')
+			routeKey = in.appendKey(routeKey, &p.plan, false)
+			routeKey = appendValue(routeKey, kv.value)
+			*rb = routeKey
+			if d, ok := p.cache.get(routeKey); ok {
+				p.routeHits.Add(1)
+				return d, nil
+			}
+		}
+		// An evaluation error leaves the decision to the full evaluation,
+		// which reports it (or decides without the rule) as it would
+		// without the cache.
+	}
+	p.misses.Add(1)
+	d, volatile, err := e.evaluate(ctx, p, in, body)
+	if err != nil {
+		return nil, err
+	}
+	if d.Vendor != "" && !volatile {
+		p.cache.put(exact, d)
+		if routeKey != nil {
+			p.cache.put(routeKey, d)
+		}
+	}
+	return d, nil
+}
+
+// evaluate decides in under p by evaluating the policy in full. volatile:
+// the decision depends on a non-deterministic builtin (see result).
+func (e *Engine) evaluate(ctx context.Context, p *Policy, in *Input, body ast.Value) (d *Decision, volatile bool, err error) {
 	if !p.refs.body {
 		body = nil
 	} else if body == nil {
 		body = ast.Null{}
 	}
-	ctx, cancel := context.WithTimeout(ctx, e.timeout)
-	defer cancel()
-	rs, err := p.query.Eval(ctx, rego.EvalParsedInput(in.value(body)))
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
-			return nil, refuse(CodeEvalTimeout, err, "policy evaluation timed out")
-		}
-		return nil, refuse(CodeEvalError, err, "policy evaluation failed")
-	}
-	var d *Decision
+	inTerm := ast.NewTerm(in.value(body, &p.plan))
+	r, err := p.ev.evalResult(ctx, p.decisionQuery, inTerm, e.timeout)
 	switch {
-	case len(rs) == 0 || len(rs[0].Expressions) == 0:
-		d = &Decision{Code: CodeDenied, Reason: Entrypoint + " is undefined for this request"}
-	case len(rs) > 1:
-		return nil, refuse(CodeEvalError, nil, "%s has %d results", Entrypoint, len(rs))
-	default:
-		d, err = parseDecision(rs[0].Expressions[0].Value, e.hmacKey)
-		if err != nil {
-			return nil, refuse(CodeEvalError, err, "%s", err.Error())
-		}
+	case errors.Is(err, errUndefined):
+		d = &Decision{Code: CodeDenied, Reason: Entrypoint + " is undefined for this request", Revision: p.Revision}
+		d.size = decisionSize(d)
+		return d, r.volatile, nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return nil, false, refuse(CodeEvalTimeout, err, "policy evaluation timed out")
+	case err != nil:
+		return nil, false, refuse(CodeEvalError, err, "policy evaluation failed")
+	}
+	d, err = parseDecision(r.value.Value, e.vendorKey, p.masks)
+	if err != nil {
+		return nil, false, refuse(CodeEvalError, err, "%s", err.Error())
 	}
 	d.Revision = p.Revision
-	if key != nil {
-		p.cache.put(key, d)
-	}
-	return d, nil
+	d.size = decisionSize(d)
+	return d, r.volatile, nil
 }
 
 var keyPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
-
-// decisionCache maps an input key to its decision. It lives inside a
-// Policy, so a reload invalidates it by construction. When full it is
-// emptied rather than evicting one entry at a time: decisions are cheap to
-// recompute and a reset keeps the lock hold time constant.
-type decisionCache struct {
-	mu  sync.RWMutex
-	max int
-	m   map[string]*Decision
-}
-
-const defaultCacheSize = 8192
-
-func newDecisionCache(n int) *decisionCache {
-	if n == 0 {
-		n = defaultCacheSize
-	}
-	return &decisionCache{max: n, m: make(map[string]*Decision, 64)}
-}
-
-func (c *decisionCache) get(key []byte) (*Decision, bool) {
-	c.mu.RLock()
-	d, ok := c.m[string(key)]
-	c.mu.RUnlock()
-	return d, ok
-}
-
-func (c *decisionCache) put(key []byte, d *Decision) {
-	c.mu.Lock()
-	if len(c.m) >= c.max {
-		clear(c.m)
-	}
-	c.m[string(key)] = d
-	c.mu.Unlock()
-}

@@ -157,15 +157,42 @@ func TestRevisionChangesWithContent(t *testing.T) {
 	}
 }
 
-func TestNondeterministicPolicyIsNotCached(t *testing.T) {
+// A decision that called a non-deterministic builtin is not cached (it
+// could differ the next time); one that did not, of the same policy, is.
+// This is what lets a policy verify a JWT (io.jwt.decode_verify checks the
+// expiry against the clock) without losing the cache for every other request.
+func TestNondeterministicDecisionsAreNotCached(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(dir+"/egress.rego", []byte("package egress\n\ndecision := {\"allow\": false, \"reason\": sprintf(\"%d\", [time.now_ns()])}\n"), 0o600)
+	os.WriteFile(dir+"/egress.rego", []byte(`package egress
+
+decision := {"allow": false, "vendor": "v", "reason": sprintf("%d", [time.now_ns()])} if input.purpose == "clock"
+
+else := {"allow": false, "vendor": "v", "reason": "fixed"}
+`), 0o600)
 	p, err := LoadDir(context.Background(), dir, LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.cacheable {
-		t.Fatal("a policy calling time.now_ns is cached")
+	if !strings.Contains(p.CacheKey(), "non-deterministic") {
+		t.Errorf("cache key: %s; want it to say non-deterministic decisions are not cached", p.CacheKey())
+	}
+	e, _ := New(Options{})
+	ctx := context.Background()
+	decide := func(purpose string) *Decision {
+		d, err := e.Decide(ctx, p, input("h", purpose), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if a, b := decide("clock"), decide("clock"); a == b {
+		t.Error("a decision that read the clock came from the cache")
+	}
+	if a, b := decide("other"), decide("other"); a != b {
+		t.Error("a decision that called no non-deterministic builtin was not cached")
+	}
+	if st := p.CacheStats(); st.Entries != 1 {
+		t.Errorf("cache %+v: want the deterministic decision only", st)
 	}
 }
 
@@ -219,7 +246,7 @@ func BenchmarkDecide(b *testing.B) {
 		}
 	})
 	b.Run("uncached", func(b *testing.B) {
-		p2, _ := LoadDir(ctx, "testdata/simple", LoadOptions{CacheSize: -1})
+		p2, _ := LoadDir(ctx, "testdata/simple", LoadOptions{CacheBytes: -1})
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := e.Decide(ctx, p2, in, nil); err != nil {

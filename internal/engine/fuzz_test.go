@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/util"
 
 	"github.com/pare-dev/pare/filters"
@@ -23,7 +24,11 @@ func FuzzParseDecision(f *testing.F) {
 		if err := util.NewJSONDecoder(bytes.NewReader([]byte(s))).Decode(&v); err != nil {
 			return
 		}
-		d, err := parseDecision(v, []byte("key"))
+		val, err := ast.InterfaceToValue(v)
+		if err != nil {
+			return
+		}
+		d, err := parseDecision(val, func(string) []byte { return []byte("key") }, nil)
 		if err != nil {
 			return
 		}

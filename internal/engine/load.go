@@ -10,11 +10,11 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/loader"
-	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/pare-dev/pare/internal/contract"
@@ -34,11 +34,42 @@ type Policy struct {
 	Purposes  map[string]bool // every purpose some contract serves: bounded metric labels
 	LoadedAt  time.Time
 
-	query     rego.PreparedEvalQuery
-	refs      inputRefs
-	cacheable bool
-	cache     *decisionCache
+	ev            *evaluator
+	decisionQuery *query
+	routeQuery    *query // RouteKeyRule, when the path is read only through it
+	refs          inputRefs
+	plan          keyPlan
+	routePlan     keyPlan // what routeQuery reads
+	keyInfo       string
+	cacheable     bool
+	cache         *decisionCache
+	masks         *maskCache
+
+	exactHits, routeHits, misses atomic.Uint64
 }
+
+// CacheStats are a policy's decision cache counters since it was loaded.
+type CacheStats struct {
+	ExactHits uint64 // the same request (by what the policy reads) was decided before
+	RouteHits uint64 // another resource id of a route, the same everything else
+	Misses    uint64 // evaluated in full
+	Bytes     int64  // the cache's accounted size
+	Entries   int
+}
+
+// CacheStats returns the decision cache's counters (zero without a cache).
+func (p *Policy) CacheStats() CacheStats {
+	s := CacheStats{ExactHits: p.exactHits.Load(), RouteHits: p.routeHits.Load(), Misses: p.misses.Load()}
+	if p.cache != nil {
+		s.Bytes, s.Entries = p.cache.bytes(), p.cache.len()
+	}
+	return s
+}
+
+// CacheKey describes what the decision cache keys on, for `proxy check` and
+// /debug/policy: whether a request's path is replaced by RouteKeyRule's
+// value, or why not.
+func (p *Policy) CacheKey() string { return p.keyInfo }
 
 // NeedsBody reports whether the policy refers to input.body; only then does
 // a front end parse the body before deciding.
@@ -69,9 +100,9 @@ func policyFile(name string, withTests bool) bool {
 type LoadOptions struct {
 	// WithTests also compiles *_test.rego modules (proxy check).
 	WithTests bool
-	// CacheSize bounds the decision cache (entries); 0 means the default,
-	// negative disables the cache.
-	CacheSize int
+	// CacheBytes bounds the decision cache (bytes, keys and decisions); 0
+	// means DefaultCacheBytes, negative disables the cache.
+	CacheBytes int64
 }
 
 // loaded is what a policies directory holds, before compilation.
@@ -152,27 +183,47 @@ func Load(ctx context.Context, fsys fs.FS, opt LoadOptions) (*Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load policy data: %w", err)
 	}
-	pq, err := rego.New(
-		rego.Query(Entrypoint),
-		rego.Compiler(compiler),
-		rego.Store(store),
-		rego.StoreReadAST(true),
-	).PrepareForEval(ctx)
+	entry := ast.MustParseRef(Entrypoint)
+	ev := &evaluator{compiler: compiler, store: store}
+	an := analyze(compiler, entry)
+	ev.nondet = !an.deterministic
+	if ev.static, err = computeStatic(ctx, ev, an.static); err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", Entrypoint, err)
+	}
+	decisionQuery, err := compileQuery(compiler, entry)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", Entrypoint, err)
 	}
-
-	refs, deterministic := analyzeInput(compiler.Modules)
 	p := &Policy{
-		Revision:  l.revision,
-		Files:     l.files,
-		Vendors:   map[string][]string{},
-		Purposes:  map[string]bool{},
-		Contracts: contracts,
-		LoadedAt:  time.Now(),
-		query:     pq,
-		refs:      refs,
-		cacheable: deterministic && !refs.body && opt.CacheSize >= 0,
+		Revision:      l.revision,
+		Files:         l.files,
+		Vendors:       map[string][]string{},
+		Purposes:      map[string]bool{},
+		Contracts:     contracts,
+		LoadedAt:      time.Now(),
+		ev:            ev,
+		decisionQuery: decisionQuery,
+		refs:          an.refs,
+		plan:          newKeyPlan(an.refs),
+		cacheable:     !an.refs.body && opt.CacheBytes >= 0,
+		masks:         newMaskCache(),
+	}
+	switch {
+	case !p.cacheable:
+		p.keyInfo = "no decision cache: the policy reads input.body or input as a whole, or the cache is off"
+	case an.pathKey != nil:
+		if p.routeQuery, err = compileQuery(compiler, an.pathKey); err != nil {
+			return nil, fmt.Errorf("prepare %s: %w", an.pathKey, err)
+		}
+		p.routePlan = newKeyPlan(an.pathKeyRefs)
+		p.keyInfo = "the decision cache keys on " + p.plan.describe() + "; for a new path, on " + RouteKeyRule + " instead of the path"
+	case !p.plan.path:
+		p.keyInfo = "the decision cache keys on " + p.plan.describe()
+	default:
+		p.keyInfo = "the decision cache keys on " + p.plan.describe() + ", with the whole request path: " + an.pathKeyWhy
+	}
+	if ev.nondet && p.cacheable {
+		p.keyInfo += "; decisions that call a non-deterministic builtin are not cached"
 	}
 	for id, c := range contracts {
 		hosts := append([]string(nil), c.Hosts...)
@@ -183,7 +234,11 @@ func Load(ctx context.Context, fsys fs.FS, opt LoadOptions) (*Policy, error) {
 		}
 	}
 	if p.cacheable {
-		p.cache = newDecisionCache(opt.CacheSize)
+		n := opt.CacheBytes
+		if n == 0 {
+			n = DefaultCacheBytes
+		}
+		p.cache = newDecisionCache(n)
 	}
 	return p, nil
 }

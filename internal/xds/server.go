@@ -170,7 +170,7 @@ func (s *Server) Watch(ctx context.Context, dir string, current *engine.Policy) 
 	if current != nil {
 		eng.Swap(current)
 	}
-	return eng.Watch(ctx, dir, engine.LoadOptions{CacheSize: -1}, func(p *engine.Policy, err error) {
+	return eng.Watch(ctx, dir, engine.LoadOptions{CacheBytes: -1}, func(p *engine.Policy, err error) {
 		if err != nil {
 			s.log.Error("policy reload failed: Envoys keep the last good config", "err", err)
 			return

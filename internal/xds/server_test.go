@@ -289,7 +289,7 @@ func TestWatchReloads(t *testing.T) {
 	if err := os.CopyFS(dir, policies.FS); err != nil {
 		t.Fatal(err)
 	}
-	pol, err := engine.LoadDir(context.Background(), dir, engine.LoadOptions{CacheSize: -1})
+	pol, err := engine.LoadDir(context.Background(), dir, engine.LoadOptions{CacheBytes: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
