@@ -334,8 +334,8 @@ func TestLedgerHoldsNoPayloadNames(t *testing.T) {
 		}
 	}
 	d := kindOf(t, recordsOf(recs, id), "disclosure")
-	if d.Path != "/3.0/lists/(segment)/members/(segment)" {
-		t.Errorf("path %q, want its route's segments with placeholders", d.Path)
+	if d.Path != "/3.0/lists/*/members/*" {
+		t.Errorf("path %q, want its route's pattern", d.Path)
 	}
 	key := bytes.TrimSpace(readFile(t, hmacKeyFile))
 	if want := pipeline.PathHash(pipeline.PathKey(key), path); d.PathHash != want {

@@ -68,7 +68,10 @@ func (k *Catalog) Sends(vendor string) []string {
 }
 
 // Route returns the index of the route a request takes (the first whose methods hold method and
-// whose path glob matches path, as in the policy), or -1.
+// whose path glob matches path, as in the policy), or -1. The ledger records a disclosure's path
+// as its route's pattern (never the concrete path, which can hold ids and personal data), so a
+// path equal to a route's pattern is that route — "/api/v2/tickets{,.json}" does not match its
+// own glob.
 func (k *Catalog) Route(vendor, method, path string) int {
 	e := k.entries[vendor]
 	if e == nil {
@@ -79,7 +82,7 @@ func (k *Catalog) Route(vendor, method, path string) int {
 	}
 	method = strings.ToUpper(method)
 	for i, r := range e.c.Routes {
-		if slices.Contains(r.Methods, method) && e.routes[i].Match(path) {
+		if slices.Contains(r.Methods, method) && (r.Path == path || e.routes[i].Match(path)) {
 			return i
 		}
 	}

@@ -155,6 +155,27 @@ func TestCatalogRouteMatchesOPA(t *testing.T) {
 	if got := k.Route("nobody", "GET", "/"); got != -1 {
 		t.Errorf("unknown vendor: route %d", got)
 	}
+	// The ledger records a route's pattern, not the concrete path: each
+	// pattern is its own route, including one that does not match its
+	// own glob.
+	for _, vendor := range k.Vendors() {
+		for i, r := range cs[vendor].Routes {
+			if got := k.Route(vendor, r.Methods[0], r.Path); got != i && !earlierRouteTakes(cs[vendor].Routes, i, r.Methods[0]) {
+				t.Errorf("%s %s %s (a recorded pattern): route %d, want %d", vendor, r.Methods[0], r.Path, got, i)
+			}
+		}
+	}
+}
+
+// earlierRouteTakes says an earlier route of the same method would take
+// the pattern's path (first match wins in the policy too).
+func earlierRouteTakes(routes []Route, i int, method string) bool {
+	for _, r := range routes[:i] {
+		if slices.Contains(r.Methods, method) && r.Path == routes[i].Path {
+			return true
+		}
+	}
+	return false
 }
 
 func TestCatalogSent(t *testing.T) {

@@ -51,6 +51,9 @@ func (x *Exchange) record(kind, outcome string, status int) *ledger.Record {
 	if in := x.in; in != nil {
 		rec.Host, rec.Method = in.Host, in.Method
 		rec.Path, rec.PathHash = v.urlPath(in.Path), PathHash(x.p.pathKey, in.Path)
+		if d != nil && d.Route != "" {
+			rec.Path = d.Route // the contract's own pattern: "/3.0/lists/*/members/*"
+		}
 		rec.LegalBasis, rec.Requester, rec.Approver = in.LegalBasis, in.Requester, in.Approver
 	}
 	if d != nil {
