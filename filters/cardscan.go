@@ -1,0 +1,429 @@
+package filters
+
+import (
+	"math/bits"
+	"unicode/utf8"
+)
+
+// The card guard's detector. The rules (doc.go, "Card guard", says them
+// in prose; the slow reference in cardref_test.go says them again in
+// another way, and the fuzz tests hold the two together):
+//
+//   - A number is a maximal sequence of digits (any unicode.Nd digit,
+//     read as its value) in which two consecutive digits are separated by
+//     at most maxSpacers spacers and at most maxInvisibles invisible
+//     characters (cardrunes.go).
+//   - A group is a part of a number between spacers: invisible characters
+//     do not split groups.
+//   - A window is 13 to 19 consecutive digits of a number. It is a card
+//     number when it starts at a segment start (the first digit of a
+//     group, or the digit after a card number found earlier in the same
+//     number) or after nothing but zeros since one, its first six digits
+//     are in the IIN table for its length, and it passes the Luhn check.
+//
+// Windows are what finds a card number with its expiry and CVV typed after
+// it ("4111 1111 1111 1111 12/29 123"), with the CVV glued on, or padded
+// with zeros. They start only at segment starts because a window starting
+// in the middle of a group would be any 13 to 19 digits of every long id,
+// IBAN and timestamp: the corpus in testdata/cards shows what that costs
+// (BENCHMARKS.md, "Card guard"). A card number glued after other digits
+// ("12344111111111111111") is therefore not found: people do not write
+// card numbers that way, and nothing can stop someone who means to hide
+// one.
+
+const (
+	minCardLen    = 13
+	maxCardLen    = 19
+	maxSpacers    = 4 // "4111 - 1111", several spaces, a tab and a space
+	maxInvisibles = 5 // UTF-16: one NUL after each digit and each of 4 spacers
+	ringSize      = 32
+)
+
+// cardDigit is one digit of the current number.
+type cardDigit struct {
+	off    int64 // byte offset of its first byte
+	size   uint8 // its UTF-8 length
+	val    uint8
+	s0, s1 uint8 // the number's Luhn sums before this digit (see cardScan)
+	start  bool  // a window may start here
+	iin    uint8 // lengths the IIN table allows from here, once iinOK
+	iinOK  bool
+	marked bool // inside a card number found (redaction)
+	joined bool // a card number found covers this digit and the one before
+}
+
+// cardSink receives the card numbers of a redacting scan as they become
+// final: open is called at the offset of the first byte of a card number,
+// extend with the end of each of its digits. Card numbers that overlap
+// (share a digit) are reported as one.
+type cardSink interface {
+	open(off int64)
+	extend(end int64)
+}
+
+// cardScan is the detector's state between two pieces of input: it can be
+// fed a whole value at once or a stream in chunks of any size, and finds
+// the same card numbers either way.
+type cardScan struct {
+	ring [ringSize]cardDigit
+	n    int // digits of the current number; 0 outside a number
+	// fin is the first digit of the current number that a window ending
+	// later could still include: digits before it are final.
+	fin int
+	// sum0 and sum1 are the Luhn sums of the number so far, mod 10, with
+	// the digits at even (sum0) or odd (sum1) positions doubled. The Luhn
+	// sum of the window [s, e] is the difference of the sums after e and
+	// before s that doubles the positions of e's parity plus one.
+	sum0, sum1     uint8
+	spacers, invis uint8
+	zeros          bool // every digit since the segment start is 0
+	redact         bool // mark and report to sink; otherwise stop at the first card
+	sink           cardSink
+	found          bool
+	firstS, firstE int64 // byte range of the first card number found
+	inSeq          bool  // redact: the last final digit was marked
+	pend           [utf8.UTFMax]byte
+	npend          int   // bytes of an unfinished UTF-8 sequence at the end of a chunk
+	pendOff        int64 // its offset
+	cards          int   // card numbers reported to the sink
+}
+
+func (st *cardScan) reset() {
+	*st = cardScan{redact: st.redact, sink: st.sink}
+	st.zeros = true
+}
+
+// done reports whether scanning further can change the result.
+func (st *cardScan) done() bool { return st.found && !st.redact }
+
+// luhnDouble[v] is 2v with its digits summed.
+var luhnDouble = [10]uint8{0, 2, 4, 6, 8, 1, 3, 5, 7, 9}
+
+func addMod10(a, b uint8) uint8 {
+	a += b
+	if a >= 10 {
+		a -= 10
+	}
+	return a
+}
+
+// digit feeds one digit of value v, encoded in size bytes at off.
+func (st *cardScan) digit(v uint8, off int64, size uint8) {
+	if st.spacers > 0 {
+		st.zeros = true // a new group
+	}
+	st.spacers, st.invis = 0, 0
+	n := st.n
+	d := &st.ring[n&(ringSize-1)]
+	*d = cardDigit{off: off, size: size, val: v, s0: st.sum0, s1: st.sum1, start: st.zeros}
+	if n&1 == 0 {
+		st.sum0 = addMod10(st.sum0, luhnDouble[v])
+		st.sum1 = addMod10(st.sum1, v)
+	} else {
+		st.sum0 = addMod10(st.sum0, v)
+		st.sum1 = addMod10(st.sum1, luhnDouble[v])
+	}
+	st.zeros = st.zeros && v == 0
+	n++
+	st.n = n
+	if n >= minCardLen {
+		st.windows(n)
+	}
+	if st.redact {
+		for st.fin < n-(maxCardLen-1) {
+			st.finalize(st.fin)
+			st.fin++
+		}
+	}
+}
+
+// windows checks every window ending at the digit just fed, longest first,
+// so that the first card number found is the longest one ending first.
+func (st *cardScan) windows(n int) {
+	sum := st.sum0
+	if n&1 == 1 {
+		sum = st.sum1
+	}
+	e := n - 1
+	hit := false
+	for l := min(n, maxCardLen); l >= minCardLen; l-- {
+		s := n - l
+		d := &st.ring[s&(ringSize-1)]
+		if !d.start {
+			continue
+		}
+		if !d.iinOK {
+			p := int32(0)
+			for k := s; k < s+6; k++ {
+				p = p*10 + int32(st.ring[k&(ringSize-1)].val)
+			}
+			d.iin, d.iinOK = iinLengths(p), true
+		}
+		if d.iin&(1<<(l-minCardLen)) == 0 {
+			continue
+		}
+		before := d.s0
+		if n&1 == 1 {
+			before = d.s1
+		}
+		if sum != before {
+			continue // Luhn: the window's sum is not 0 mod 10
+		}
+		last := &st.ring[e&(ringSize-1)]
+		if !st.found {
+			st.found = true
+			st.firstS, st.firstE = d.off, last.off+int64(last.size)
+		}
+		if !st.redact {
+			return
+		}
+		hit = true
+		for k := s; k <= e; k++ {
+			d := &st.ring[k&(ringSize-1)]
+			d.marked = true
+			d.joined = d.joined || k > s
+		}
+		// Longer windows ending here were tried first, so the shorter
+		// ones are inside what is marked already.
+		break
+	}
+	if hit {
+		st.zeros = true // the next digit starts a segment
+	}
+}
+
+// finalize settles digit k of the current number for redaction: no window
+// found later can include it.
+func (st *cardScan) finalize(k int) {
+	d := &st.ring[k&(ringSize-1)]
+	if !d.marked {
+		st.inSeq = false
+		return
+	}
+	if !st.inSeq || !d.joined {
+		// A card number that only touches the one before it (no window
+		// covers both) gets a placeholder of its own.
+		st.inSeq = true
+		st.cards++
+		st.sink.open(d.off)
+	}
+	st.sink.extend(d.off + int64(d.size))
+}
+
+// separator feeds a spacer or invisible character.
+func (st *cardScan) separator(class uint8) {
+	if st.n == 0 {
+		return
+	}
+	if class == classSpacer {
+		st.spacers++
+		if st.spacers > maxSpacers {
+			st.end()
+		}
+		return
+	}
+	st.invis++
+	if st.invis > maxInvisibles {
+		st.end()
+	}
+}
+
+// end closes the current number.
+func (st *cardScan) end() {
+	if st.n == 0 {
+		return
+	}
+	if st.redact {
+		for ; st.fin < st.n; st.fin++ {
+			st.finalize(st.fin)
+		}
+		st.inSeq = false
+	}
+	st.n, st.fin = 0, 0
+	st.sum0, st.sum1 = 0, 0
+	st.spacers, st.invis = 0, 0
+	st.zeros = true
+}
+
+// pending returns the offset of the first byte that a card number found
+// later could still cover (the first digit that is not final, or an
+// unfinished UTF-8 sequence), or -1 when there is none.
+func (st *cardScan) pending() int64 {
+	if st.n > 0 {
+		k := max(st.fin, st.n-(maxCardLen-1))
+		return st.ring[k&(ringSize-1)].off
+	}
+	if st.npend > 0 {
+		return st.pendOff
+	}
+	return -1
+}
+
+// feed scans s, whose first byte is at offset base of the input. With
+// final, s is the end of the input: an unfinished UTF-8 sequence at its
+// end is invalid; otherwise it is kept for the next call.
+func feed[T ~string | ~[]byte](st *cardScan, s T, base int64, final bool) {
+	i := 0
+	if st.npend > 0 {
+		i = feedPending(st, s, final)
+		if st.npend > 0 || st.done() {
+			return
+		}
+	}
+	for i < len(s) {
+		if st.n == 0 {
+			// Outside a number only a digit matters: skip the rest eight
+			// bytes at a time.
+			i = skipToDigit(s, i)
+			if i >= len(s) {
+				return
+			}
+		}
+		c := s[i]
+		if c < utf8.RuneSelf {
+			cl := asciiClass[c]
+			switch cl & classMask {
+			case classDigit:
+				st.digit(cl&0x0f, base+int64(i), 1)
+				if st.done() {
+					return
+				}
+			case classOther:
+				st.end()
+			default:
+				st.separator(cl & classMask)
+			}
+			i++
+			continue
+		}
+		if !final && !utf8.FullRune(asBytesPrefix(s, i)) {
+			// An unfinished sequence at the end of a chunk: decide it with
+			// the next one.
+			st.npend = copy(st.pend[:], s[i:])
+			st.pendOff = base + int64(i)
+			return
+		}
+		r, size := decodeRune(s, i)
+		st.rune(r, base+int64(i), size)
+		if st.done() {
+			return
+		}
+		i += size
+	}
+	if final {
+		st.end()
+	}
+}
+
+// asBytesPrefix returns up to utf8.UTFMax bytes of s from i, for
+// utf8.FullRune; a string's are copied into a small array.
+func asBytesPrefix[T ~string | ~[]byte](s T, i int) []byte {
+	var b [utf8.UTFMax]byte
+	n := copy(b[:], s[i:])
+	return b[:n]
+}
+
+// rune feeds a decoded non-ASCII rune (or utf8.RuneError).
+func (st *cardScan) rune(r rune, off int64, size int) {
+	cl := uint8(classOther)
+	if r != utf8.RuneError || size > 1 {
+		cl = runeClass(r)
+	}
+	switch cl & classMask {
+	case classDigit:
+		st.digit(cl&0x0f, off, uint8(size))
+	case classOther:
+		st.end()
+	default:
+		st.separator(cl & classMask)
+	}
+}
+
+// feedPending completes the UTF-8 sequence left unfinished by the previous
+// chunk with the first bytes of s, and returns the index in s where the
+// caller goes on. If s is too short to complete it, s is added to the
+// unfinished sequence.
+func feedPending[T ~string | ~[]byte](st *cardScan, s T, final bool) int {
+	var buf [2 * utf8.UTFMax]byte
+	np := st.npend
+	copy(buf[:], st.pend[:np])
+	m := copy(buf[np:], s)
+	total := np + m
+	base := st.pendOff
+	st.npend = 0
+	k := 0
+	for k < np {
+		if !final && m == len(s) && !utf8.FullRune(buf[k:total]) {
+			st.npend = copy(st.pend[:], buf[k:total])
+			st.pendOff = base + int64(k)
+			return len(s)
+		}
+		r, size := decodeRune(buf[:total], k)
+		st.rune(r, base+int64(k), size)
+		if st.done() {
+			return len(s)
+		}
+		k += size
+	}
+	return k - np
+}
+
+// skipToDigit returns the index of the first byte at or after i that can
+// begin a digit (an ASCII digit or the lead byte of a script with digits),
+// or len(s). Eight bytes at a time: in ASCII text most words hold neither
+// a digit nor a byte >= 0x80.
+func skipToDigit[T ~string | ~[]byte](s T, i int) int {
+	for ; i+8 <= len(s); i += 8 {
+		x := load64(s, i)
+		// As in countDigits: a has a byte below 10 exactly where s has
+		// an ASCII digit; the high bits of x flag the non-ASCII bytes.
+		a := x ^ (lsb * '0')
+		ge10 := ((a &^ msb) + lsb*(0x80-10) | a) & msb
+		m := (^ge10 | x) & msb
+		if m == 0 {
+			continue
+		}
+		for j := i + bits.TrailingZeros64(m)>>3; j < i+8; j++ {
+			if c := s[j]; isDigit(c) || (c >= utf8.RuneSelf && digitLead[c]) {
+				return j
+			}
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; isDigit(c) || (c >= utf8.RuneSelf && digitLead[c]) {
+			return i
+		}
+	}
+	return len(s)
+}
+
+// load64 reads s[i:i+8] little-endian; the compiler turns it into one load.
+func load64[T ~string | ~[]byte](s T, i int) uint64 {
+	_ = s[i+7]
+	return uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+		uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+}
+
+// cardBound is a cheap upper bound of the digits s can hold: its ASCII
+// digits plus half its other non-ASCII bytes (a non-ASCII digit takes two
+// to four). Below minCardLen no card number fits, which is the case for
+// most values (names, emails, ids), so they are never scanned.
+func cardBound[T ~string | ~[]byte](s T) int {
+	n, hi := 0, 0
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := load64(s, i)
+		a := x ^ (lsb * '0')
+		ge10 := ((a &^ msb) + lsb*(0x80-10) | a) & msb
+		n += bits.OnesCount64(^ge10 & msb)
+		hi += bits.OnesCount64(x & msb)
+	}
+	for ; i < len(s); i++ {
+		if isDigit(s[i]) {
+			n++
+		} else if s[i] >= utf8.RuneSelf {
+			hi++
+		}
+	}
+	return n + hi/2
+}
