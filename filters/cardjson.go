@@ -107,11 +107,11 @@ func numberHasCard(lit []byte) bool {
 // jsonMayHoldCard reports whether the raw JSON text of a subtree can hold
 // a card number, so that a subtree sent whole is only walked value by
 // value when it can. An escaped digit (\u0034) still shows at least one
-// ASCII digit, so the digits cardBound counts bound those of the unescaped
+// ASCII digit, so the digits mayHoldCard counts bound those of the unescaped
 // values; but a number with an exponent can stand for more digits than it
 // has (4111111e9), so a digit followed by 'e' or 'E' makes it a maybe too.
 func jsonMayHoldCard(raw []byte) bool {
-	if cardBound(raw) >= minCardLen {
+	if mayHoldCard(raw) {
 		return true
 	}
 	for i := skipToDigit(raw, 0); i < len(raw); i = skipToDigit(raw, i+1) {

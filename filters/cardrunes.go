@@ -57,6 +57,9 @@ var (
 	// digit: ASCII digits and the lead bytes of the scripts that have
 	// digits. Outside a number every other byte is skipped unread.
 	digitLead [256]bool
+	// joinLead marks the bytes >= 0x80 that can begin a spacer or an
+	// invisible character: any other one ends a number.
+	joinLead [256]bool
 	// asciiClass is page 0's ASCII half, for the common case.
 	asciiClass [128]uint8
 )
@@ -64,6 +67,11 @@ var (
 func init() {
 	runePage = make([][256]uint8, 1, 64)
 	set := func(r rune, c uint8) {
+		if r >= utf8.RuneSelf && c&classMask != classDigit {
+			var b [utf8.UTFMax]byte
+			utf8.EncodeRune(b[:], r)
+			joinLead[b[0]] = true
+		}
 		p := runePages[r>>8]
 		if p == 0 {
 			runePage = append(runePage, [256]uint8{})
@@ -103,6 +111,9 @@ func init() {
 		}
 	}
 	copy(asciiClass[:], runePage[1][:128])
+	for c := '0'; c <= '9'; c++ {
+		digitLead[c] = true
+	}
 }
 
 func setDigit(set func(rune, uint8), r rune, v uint8) {

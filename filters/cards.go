@@ -20,7 +20,7 @@ func CardIndex(s []byte) (start, end int) { return cardIndex(s) }
 func CardIndexString(s string) (start, end int) { return cardIndex(s) }
 
 func cardIndex[T ~string | ~[]byte](s T) (int, int) {
-	if cardBound(s) < minCardLen {
+	if !mayHoldCard(s) {
 		return -1, -1
 	}
 	var st cardScan
@@ -38,7 +38,7 @@ func cardIndex[T ~string | ~[]byte](s T) (int, int) {
 // 16-digit one inside a 19-digit one) are replaced together; separators
 // around a card number are kept.
 func AppendRedactCards(dst, s []byte) ([]byte, int) {
-	if cardBound(s) < minCardLen {
+	if !mayHoldCard(s) {
 		return append(dst, s...), 0
 	}
 	return appendRedact(dst, s)

@@ -262,12 +262,13 @@ func TestRuneClasses(t *testing.T) {
 		if r < utf8.RuneSelf && asciiClass[r] != want {
 			t.Fatalf("asciiClass(%U) = %#x, want %#x", r, asciiClass[r], want)
 		}
-		if want&classMask == classDigit {
-			var b [4]byte
-			utf8.EncodeRune(b[:], r)
-			if !digitLead[b[0]] {
-				t.Fatalf("digitLead misses %U", r)
-			}
+		var b [4]byte
+		utf8.EncodeRune(b[:], r)
+		switch {
+		case want&classMask == classDigit && !digitLead[b[0]]:
+			t.Fatalf("digitLead misses %U", r)
+		case r >= utf8.RuneSelf && want != classOther && want&classMask != classDigit && !joinLead[b[0]]:
+			t.Fatalf("joinLead misses %U", r)
 		}
 	}
 	for _, c := range []struct {

@@ -278,6 +278,10 @@ func feed[T ~string | ~[]byte](st *cardScan, s T, base int64, final bool) {
 			if i >= len(s) {
 				return
 			}
+			if j, ok := shortNumber(s, i, final); ok {
+				i = j
+				continue
+			}
 		}
 		c := s[i]
 		if c < utf8.RuneSelf {
@@ -296,7 +300,7 @@ func feed[T ~string | ~[]byte](st *cardScan, s T, base int64, final bool) {
 			i++
 			continue
 		}
-		if !final && !utf8.FullRune(asBytesPrefix(s, i)) {
+		if !final && len(s)-i < utf8.UTFMax && !utf8.FullRune(asBytesPrefix(s, i)) {
 			// An unfinished sequence at the end of a chunk: decide it with
 			// the next one.
 			st.npend = copy(st.pend[:], s[i:])
@@ -304,6 +308,10 @@ func feed[T ~string | ~[]byte](st *cardScan, s T, base int64, final bool) {
 			return
 		}
 		r, size := decodeRune(s, i)
+		if st.n == 0 && (r == utf8.RuneError || runeClass(r)&classMask != classDigit) {
+			i += size // outside a number only a digit matters
+			continue
+		}
 		st.rune(r, base+int64(i), size)
 		if st.done() {
 			return
@@ -383,14 +391,17 @@ func skipToDigit[T ~string | ~[]byte](s T, i int) int {
 		if m == 0 {
 			continue
 		}
+		if x&msb == 0 {
+			return i + bits.TrailingZeros64(m)>>3 // ASCII: m flags the digits
+		}
 		for j := i + bits.TrailingZeros64(m)>>3; j < i+8; j++ {
-			if c := s[j]; isDigit(c) || (c >= utf8.RuneSelf && digitLead[c]) {
+			if digitLead[s[j]] {
 				return j
 			}
 		}
 	}
 	for ; i < len(s); i++ {
-		if c := s[i]; isDigit(c) || (c >= utf8.RuneSelf && digitLead[c]) {
+		if digitLead[s[i]] {
 			return i
 		}
 	}
@@ -399,24 +410,28 @@ func skipToDigit[T ~string | ~[]byte](s T, i int) int {
 
 // load64 reads s[i:i+8] little-endian; the compiler turns it into one load.
 func load64[T ~string | ~[]byte](s T, i int) uint64 {
-	_ = s[i+7]
-	return uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
-		uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+	b := s[i : i+8] // one bounds check; the compiler knows len(b)
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
 }
 
-// cardBound is a cheap upper bound of the digits s can hold: its ASCII
-// digits plus half its other non-ASCII bytes (a non-ASCII digit takes two
-// to four). Below minCardLen no card number fits, which is the case for
-// most values (names, emails, ids), so they are never scanned.
-func cardBound[T ~string | ~[]byte](s T) int {
+// mayHoldCard reports whether s can hold a card number by a cheap upper
+// bound of its digits: its ASCII digits plus half its other non-ASCII bytes
+// (a non-ASCII digit takes two to four). Most values (names, emails, ids)
+// have fewer digits than a card number and are never scanned; a value that
+// has enough stops the count early.
+func mayHoldCard[T ~string | ~[]byte](s T) bool {
 	n, hi := 0, 0
 	i := 0
 	for ; i+8 <= len(s); i += 8 {
 		x := load64(s, i)
 		a := x ^ (lsb * '0')
-		ge10 := ((a &^ msb) + lsb*(0x80-10) | a) & msb
+		ge10 := ((a&^msb)+lsb*(0x80-10) | a) & msb
 		n += bits.OnesCount64(^ge10 & msb)
 		hi += bits.OnesCount64(x & msb)
+		if n+hi/2 >= minCardLen {
+			return true
+		}
 	}
 	for ; i < len(s); i++ {
 		if isDigit(s[i]) {
@@ -425,5 +440,47 @@ func cardBound[T ~string | ~[]byte](s T) int {
 			hi++
 		}
 	}
-	return n + hi/2
+	return n+hi/2 >= minCardLen
+}
+
+// shortNumber is the common case of a number in text (a date, an order
+// number, a phone number): it reads the ASCII number starting at s[i] and,
+// if it ends within s with fewer digits than a card number, returns the
+// index after it and true. Skipping such a number leaves the scan's state
+// exactly as feeding it digit by digit would. Otherwise (a non-ASCII byte
+// that may begin a digit or separator, enough digits, or the end of a
+// chunk that is not the last) it returns false and the caller feeds the
+// number to the state machine.
+func shortNumber[T ~string | ~[]byte](s T, i int, final bool) (int, bool) {
+	digits, spacers, invis := 0, 0, 0
+	for j := i; j < len(s); j++ {
+		c := s[j]
+		if c >= utf8.RuneSelf {
+			if digitLead[c] || joinLead[c] {
+				return 0, false
+			}
+			return j, true // a character that is no digit or separator
+		}
+		switch asciiClass[c] & classMask {
+		case classDigit:
+			digits++
+			if digits >= minCardLen {
+				return 0, false
+			}
+			spacers, invis = 0, 0
+		case classSpacer:
+			spacers++
+			if spacers > maxSpacers {
+				return j + 1, true
+			}
+		case classInvisible:
+			invis++
+			if invis > maxInvisibles {
+				return j + 1, true
+			}
+		default:
+			return j, true
+		}
+	}
+	return len(s), final
 }
