@@ -426,7 +426,7 @@ func mayHoldCard[T ~string | ~[]byte](s T) bool {
 	for ; i+8 <= len(s); i += 8 {
 		x := load64(s, i)
 		a := x ^ (lsb * '0')
-		ge10 := ((a&^msb)+lsb*(0x80-10) | a) & msb
+		ge10 := ((a &^ msb) + lsb*(0x80-10) | a) & msb
 		n += bits.OnesCount64(^ge10 & msb)
 		hi += bits.OnesCount64(x & msb)
 		if n+hi/2 >= minCardLen {
