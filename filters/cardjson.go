@@ -38,9 +38,14 @@ func numberHasCard(lit []byte) bool {
 		fracE = i
 	}
 	if i >= len(lit) || (lit[i] != 'e' && lit[i] != 'E') {
-		return false // no exponent: the text is the value, scanned above
+		if fracE == fracS || lit[fracE-1] != '0' {
+			return false // the text is the value, scanned above
+		}
+		// Zeros ending the fraction are not part of the value: the value
+		// is scanned below without them.
+	} else {
+		i++
 	}
-	i++
 	neg := false
 	if i < len(lit) && (lit[i] == '+' || lit[i] == '-') {
 		neg = lit[i] == '-'
@@ -80,7 +85,6 @@ func numberHasCard(lit []byte) bool {
 		return false // zero
 	}
 	var st cardScan
-	st.zeros = true
 	switch {
 	case point <= 0 || point >= sig:
 		// 0.000ddd or ddd000: one group.

@@ -160,7 +160,22 @@ var refSchemes = func() []struct {
 	return out
 }()
 
-func refScan(s string) refResult {
+// windowRule is which windows the reference tries: the detector's rule
+// (ruleGroupEnds) and the alternatives the corpus weighs it against
+// (TestCardWindowRules).
+type windowRule int
+
+const (
+	ruleGroupEnds   windowRule = iota // start at a segment start or after zeros; end at a group end, or anywhere inside one group
+	ruleGroupStart                    // start as ruleGroupEnds; end anywhere
+	ruleAllWindows                    // start and end anywhere
+	ruleAligned                       // start as ruleGroupEnds; end at a group end
+	ruleWholeNumber                   // the whole number only (after leading zeros)
+)
+
+func refScan(s string) refResult { return refScanRule(s, ruleGroupEnds) }
+
+func refScanRule(s string, rule windowRule) refResult {
 	res := refResult{first0: -1, first1: -1}
 	type span struct{ start, end int }
 	var marked []span // byte ranges of maximal runs of marked digits
@@ -186,7 +201,18 @@ func refScan(s string) refResult {
 				for !segStart[k] && num[k-1].val == 0 {
 					k--
 				}
-				if !segStart[k] {
+				if !segStart[k] && rule != ruleAllWindows {
+					continue
+				}
+				groupEnd := e+1 == len(num) || num[e+1].groupStart
+				oneGroup := true
+				for i := st + 1; i <= e; i++ {
+					oneGroup = oneGroup && !num[i].groupStart
+				}
+				switch {
+				case rule == ruleGroupEnds && !groupEnd && !oneGroup,
+					rule == ruleAligned && !groupEnd,
+					rule == ruleWholeNumber && (k != 0 || e+1 != len(num)):
 					continue
 				}
 				vals := make([]int, l)
@@ -200,9 +226,17 @@ func refScan(s string) refResult {
 					res.found, res.first0, res.first1 = true, num[st].start, num[e].end
 				}
 				hit = true
-				for i := st; i <= e; i++ {
+				// Padding zeros glued before it, fewer than 19, go too.
+				z := 0
+				for z < maxCardLen && st-z > 0 && !num[st-z].groupStart && !mark[st-z-1] && num[st-z-1].val == 0 {
+					z++
+				}
+				if z == maxCardLen {
+					z = 0
+				}
+				for i := st - z; i <= e; i++ {
 					mark[i] = true
-					join[i] = join[i] || i > st
+					join[i] = join[i] || i > st-z
 				}
 			}
 			if hit && e+1 < len(num) {

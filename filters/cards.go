@@ -24,7 +24,6 @@ func cardIndex[T ~string | ~[]byte](s T) (int, int) {
 		return -1, -1
 	}
 	var st cardScan
-	st.zeros = true
 	feed(&st, s, 0, true)
 	if !st.found {
 		return -1, -1
@@ -66,7 +65,7 @@ func GuardCardsString(s string, g CardGuard) (string, int, error) {
 
 func appendRedact[T ~string | ~[]byte](dst []byte, s T) ([]byte, int) {
 	sink := appendSink[T]{dst: dst, src: s}
-	st := cardScan{redact: true, sink: &sink, zeros: true}
+	st := cardScan{redact: true, sink: &sink}
 	feed(&st, s, 0, true)
 	return append(sink.dst, s[sink.emitted:]...), st.cards
 }

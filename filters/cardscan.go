@@ -36,7 +36,11 @@ const (
 	maxCardLen    = 19
 	maxSpacers    = 4 // "4111 - 1111", several spaces, a tab and a space
 	maxInvisibles = 5 // UTF-16: one NUL after each digit and each of 4 spacers
-	ringSize      = 32
+	// redactLag is how many digits a redacting scan keeps unsettled: a
+	// card number ending at the last digit starts up to maxCardLen-1
+	// before it, and the zeros padding it up to maxCardLen-1 before that.
+	redactLag = 2 * maxCardLen
+	ringSize  = 64 // > redactLag, a power of two
 )
 
 // cardDigit is one digit of the current number.
@@ -46,6 +50,7 @@ type cardDigit struct {
 	val    uint8
 	s0, s1 uint8 // the number's Luhn sums before this digit (see cardScan)
 	start  bool  // a window may start here
+	first  bool  // the first digit of a group
 	iin    uint8 // lengths the IIN table allows from here, once iinOK
 	iinOK  bool
 	marked bool // inside a card number found (redaction)
@@ -74,6 +79,12 @@ type cardScan struct {
 	// the digits at even (sum0) or odd (sum1) positions doubled. The Luhn
 	// sum of the window [s, e] is the difference of the sums after e and
 	// before s that doubles the positions of e's parity plus one.
+	// group is the index of the first digit of the current group.
+	group int
+	// sureS and condS are 1 + the starts of the longest card numbers
+	// ending at the last digit that lie in its group (sure) or span groups
+	// (cond, counted only if that digit ends its group), or 0 for none.
+	sureS, condS   int
 	sum0, sum1     uint8
 	spacers, invis uint8
 	zeros          bool // every digit since the segment start is 0
@@ -86,11 +97,6 @@ type cardScan struct {
 	npend          int   // bytes of an unfinished UTF-8 sequence at the end of a chunk
 	pendOff        int64 // its offset
 	cards          int   // card numbers reported to the sink
-}
-
-func (st *cardScan) reset() {
-	*st = cardScan{redact: st.redact, sink: st.sink}
-	st.zeros = true
 }
 
 // done reports whether scanning further can change the result.
@@ -109,13 +115,18 @@ func addMod10(a, b uint8) uint8 {
 
 // digit feeds one digit of value v, encoded in size bytes at off.
 func (st *cardScan) digit(v uint8, off int64, size uint8) {
-	if st.spacers > 0 {
+	n := st.n
+	if n == 0 || st.spacers > 0 {
 		st.zeros = true // a new group
+		st.group = n
+	} else if st.condS > 0 || st.sureS > 0 {
+		// The digit before this one is glued to it: only windows that lie
+		// in one group may end there.
+		st.commit(st.sureS)
 	}
 	st.spacers, st.invis = 0, 0
-	n := st.n
 	d := &st.ring[n&(ringSize-1)]
-	*d = cardDigit{off: off, size: size, val: v, s0: st.sum0, s1: st.sum1, start: st.zeros}
+	*d = cardDigit{off: off, size: size, val: v, s0: st.sum0, s1: st.sum1, start: st.zeros, first: st.group == n}
 	if n&1 == 0 {
 		st.sum0 = addMod10(st.sum0, luhnDouble[v])
 		st.sum1 = addMod10(st.sum1, v)
@@ -130,22 +141,24 @@ func (st *cardScan) digit(v uint8, off int64, size uint8) {
 		st.windows(n)
 	}
 	if st.redact {
-		for st.fin < n-(maxCardLen-1) {
+		for st.fin < n-redactLag {
 			st.finalize(st.fin)
 			st.fin++
 		}
 	}
 }
 
-// windows checks every window ending at the digit just fed, longest first,
-// so that the first card number found is the longest one ending first.
+// windows finds the card numbers that end at the digit just fed, longest
+// first. Whether they count depends on what comes next (the rule in the
+// package comment): one that lies in the digit's group (sureS) counts in
+// any case, one that spans groups (condS) only if the digit ends its group.
+// They are settled by commit at the next spacer, digit or end of number.
 func (st *cardScan) windows(n int) {
 	sum := st.sum0
 	if n&1 == 1 {
 		sum = st.sum1
 	}
-	e := n - 1
-	hit := false
+	st.sureS, st.condS = 0, 0
 	for l := min(n, maxCardLen); l >= minCardLen; l-- {
 		s := n - l
 		d := &st.ring[s&(ringSize-1)]
@@ -169,26 +182,66 @@ func (st *cardScan) windows(n int) {
 		if sum != before {
 			continue // Luhn: the window's sum is not 0 mod 10
 		}
-		last := &st.ring[e&(ringSize-1)]
-		if !st.found {
-			st.found = true
-			st.firstS, st.firstE = d.off, last.off+int64(last.size)
-		}
-		if !st.redact {
+		if s >= st.group {
+			// Longer windows come first: the shorter ones ending here
+			// are inside this one.
+			st.sureS = s + 1
 			return
 		}
-		hit = true
-		for k := s; k <= e; k++ {
-			d := &st.ring[k&(ringSize-1)]
-			d.marked = true
-			d.joined = d.joined || k > s
+		if st.condS == 0 {
+			st.condS = s + 1
 		}
-		// Longer windows ending here were tried first, so the shorter
-		// ones are inside what is marked already.
-		break
 	}
-	if hit {
-		st.zeros = true // the next digit starts a segment
+}
+
+// groupEnd settles the windows ending at the last digit once it is known
+// to end its group.
+func (st *cardScan) groupEnd() {
+	if st.condS > 0 {
+		st.commit(st.condS)
+	} else {
+		st.commit(st.sureS)
+	}
+}
+
+// commit records the card number from digit s1-1 to the last digit fed
+// (s1 == 0: none) and clears the windows waiting.
+func (st *cardScan) commit(s1 int) {
+	st.sureS, st.condS = 0, 0
+	if s1 == 0 {
+		return
+	}
+	s, e := s1-1, st.n-1
+	if !st.found {
+		first, last := &st.ring[s&(ringSize-1)], &st.ring[e&(ringSize-1)]
+		st.found = true
+		st.firstS, st.firstE = first.off, last.off+int64(last.size)
+	}
+	st.zeros = true // the next digit starts a segment
+	if !st.redact {
+		return
+	}
+	// Zeros glued before the card number (it was padded) go with it when
+	// there are fewer than maxCardLen of them: left in front of the
+	// placeholder, the last of them would end its group in what is sent,
+	// and could end a card number that was not one in what was received.
+	// maxCardLen zeros or more cannot be the end of a card number that
+	// starts in an earlier group.
+	z := 0
+	for z < maxCardLen && s-z > 0 && !st.ring[(s-z)&(ringSize-1)].first {
+		p := &st.ring[(s-z-1)&(ringSize-1)]
+		if p.marked || p.val != 0 {
+			break
+		}
+		z++
+	}
+	if z == maxCardLen {
+		z = 0
+	}
+	for k := s - z; k <= e; k++ {
+		d := &st.ring[k&(ringSize-1)]
+		d.marked = true
+		d.joined = d.joined || k > s-z
 	}
 }
 
@@ -216,6 +269,9 @@ func (st *cardScan) separator(class uint8) {
 		return
 	}
 	if class == classSpacer {
+		if st.spacers == 0 {
+			st.groupEnd()
+		}
 		st.spacers++
 		if st.spacers > maxSpacers {
 			st.end()
@@ -233,6 +289,7 @@ func (st *cardScan) end() {
 	if st.n == 0 {
 		return
 	}
+	st.groupEnd()
 	if st.redact {
 		for ; st.fin < st.n; st.fin++ {
 			st.finalize(st.fin)
@@ -250,7 +307,10 @@ func (st *cardScan) end() {
 // unfinished UTF-8 sequence), or -1 when there is none.
 func (st *cardScan) pending() int64 {
 	if st.n > 0 {
-		k := max(st.fin, st.n-(maxCardLen-1))
+		k := max(0, st.n-maxCardLen)
+		if st.redact {
+			k = st.fin
+		}
 		return st.ring[k&(ringSize-1)].off
 	}
 	if st.npend > 0 {

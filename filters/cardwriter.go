@@ -54,7 +54,7 @@ func NewCardWriter(w io.Writer, g CardGuard) *CardWriter {
 		g = CardsBlock
 	}
 	c := &CardWriter{w: w, guard: g}
-	c.st = cardScan{redact: g == CardsRedact, zeros: true}
+	c.st = cardScan{redact: g == CardsRedact}
 	if g == CardsRedact {
 		c.st.sink = c
 	}
