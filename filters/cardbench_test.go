@@ -2,6 +2,7 @@ package filters
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"math/rand/v2"
 	"strings"
@@ -91,4 +92,53 @@ func BenchmarkCardWriterOpaque(b *testing.B) {
 			})
 		}
 	}
+}
+
+// checkoutValues returns the strings (unescaped) and number literals of
+// testdata/checkout.json, what the guard scans when a mask keeps it all.
+func checkoutValues(b *testing.B) (strs, nums [][]byte) {
+	doc := readTestdata(b, "checkout.json")
+	d := json.NewDecoder(bytes.NewReader(doc))
+	d.UseNumber()
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			break
+		}
+		switch v := tok.(type) {
+		case string:
+			strs = append(strs, []byte(v))
+		case json.Number:
+			nums = append(nums, []byte(v))
+		}
+	}
+	return strs, nums
+}
+
+// BenchmarkCardGuardCheckout is the guard's own cost on checkout.json,
+// every key and value, old detector against new in one process: the part
+// of the JSON mask's time this change can move.
+func BenchmarkCardGuardCheckout(b *testing.B) {
+	strs, nums := checkoutValues(b)
+	size := int64(len(readTestdata(b, "checkout.json")))
+	b.Run("new", func(b *testing.B) {
+		cpuThroughput(b, size, func() {
+			for _, s := range strs {
+				hasCard(s)
+			}
+			for _, n := range nums {
+				numberHasCard(n)
+			}
+		})
+	})
+	b.Run("old", func(b *testing.B) {
+		cpuThroughput(b, size, func() {
+			for _, s := range strs {
+				oldHasCard(s)
+			}
+			for _, n := range nums {
+				oldHasCard(n)
+			}
+		})
+	})
 }

@@ -1,5 +1,7 @@
 package filters
 
+import "math/bits"
+
 // The card guard on JSON numbers. A card number can leave as a number: as
 // written (4111111111111111), with a fraction or an exponent that keeps its
 // digits in the text (4111111111111111.0, 4.111111111111111e15,
@@ -16,6 +18,13 @@ var zeroDigits = []byte("000000000000000000")
 // numberHasCard reports whether the JSON number lit (already validated)
 // holds a card number, in its text or in its value.
 func numberHasCard(lit []byte) bool {
+	exp := false
+	for _, c := range lit {
+		exp = exp || c|0x20 == 'e'
+	}
+	if !exp && len(lit) < minCardLen {
+		return false // the common case: too few digits, as written and as a value
+	}
 	if hasCard(lit) {
 		return true
 	}
@@ -51,20 +60,20 @@ func numberHasCard(lit []byte) bool {
 		neg = lit[i] == '-'
 		i++
 	}
-	exp := 0
+	e := 0
 	for ; i < len(lit) && isDigit(lit[i]); i++ {
-		if exp < 1<<20 { // beyond, the value has no digit in reach of a window anyway
-			exp = exp*10 + int(lit[i]-'0')
+		if e < 1<<20 { // beyond, the value has no digit in reach of a window anyway
+			e = e*10 + int(lit[i]-'0')
 		}
 	}
 	if neg {
-		exp = -exp
+		e = -e
 	}
 	// The significant digits are a (integer part) then b (fraction), with
 	// the leading zeros dropped; the decimal point falls after point of
 	// them.
 	a, b := lit[intS:intE], lit[fracS:fracE]
-	point := len(a) + exp
+	point := len(a) + e
 	for len(a) > 0 && a[0] == '0' {
 		a, point = a[1:], point-1
 	}
@@ -111,17 +120,36 @@ func numberHasCard(lit []byte) bool {
 // jsonMayHoldCard reports whether the raw JSON text of a subtree can hold
 // a card number, so that a subtree sent whole is only walked value by
 // value when it can. An escaped digit (\u0034) still shows at least one
-// ASCII digit, so the digits mayHoldCard counts bound those of the unescaped
-// values; but a number with an exponent can stand for more digits than it
-// has (4111111e9), so a digit followed by 'e' or 'E' makes it a maybe too.
+// ASCII digit, so the digits mayHoldCard counts bound those of the
+// unescaped values; but a number with an exponent can stand for more
+// digits than it has (4111111e9), so a digit followed by 'e' or 'E' makes
+// it a maybe too. One pass, eight bytes at a time, as mayHoldCard.
 func jsonMayHoldCard(raw []byte) bool {
-	if mayHoldCard(raw) {
-		return true
-	}
-	for i := skipToDigit(raw, 0); i < len(raw); i = skipToDigit(raw, i+1) {
-		if isDigit(raw[i]) && i+1 < len(raw) && raw[i+1]|0x20 == 'e' {
+	w := 0
+	var carry uint64 // the previous word's last byte was a digit (as bit 7)
+	i := 0
+	for ; i+8 <= len(raw); i += 8 {
+		x := load64(raw, i)
+		a := x ^ (lsb * '0')
+		d := ^((a &^ msb) + lsb*(0x80-10) | a) & msb // ASCII digits
+		w += 2*bits.OnesCount64(d) + bits.OnesCount64(x&msb)
+		// Bytes equal to 'e' or 'E' (a zero byte of y; the borrow may
+		// also flag bytes above one, which only errs towards a walk).
+		y := (x | lsb*0x20) ^ (lsb * 'e')
+		e := (y - lsb) &^ y & msb
+		if w >= 2*minCardLen || (d<<8|carry)&e != 0 {
 			return true
 		}
+		carry = d >> 56
 	}
-	return false
+	prevDigit := carry != 0
+	for ; i < len(raw); i++ {
+		c := raw[i]
+		w += int(cardWeight[c])
+		if prevDigit && c|0x20 == 'e' {
+			return true
+		}
+		prevDigit = isDigit(c)
+	}
+	return w >= 2*minCardLen
 }

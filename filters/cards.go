@@ -21,10 +21,14 @@ func CardIndexString(s string) (start, end int) { return cardIndex(s) }
 
 func cardIndex[T ~string | ~[]byte](s T) (int, int) {
 	if !mayHoldCard(s) {
-		return -1, -1
+		return -1, -1 // most values: a few digits at most
+	}
+	i := longNumber(s)
+	if i < 0 {
+		return -1, -1 // only numbers too short for a card number
 	}
 	var st cardScan
-	feed(&st, s, 0, true)
+	feed(&st, s[i:], int64(i), true)
 	if !st.found {
 		return -1, -1
 	}
@@ -37,7 +41,7 @@ func cardIndex[T ~string | ~[]byte](s T) (int, int) {
 // 16-digit one inside a 19-digit one) are replaced together; separators
 // around a card number are kept.
 func AppendRedactCards(dst, s []byte) ([]byte, int) {
-	if !mayHoldCard(s) {
+	if !mayHoldCard(s) || longNumber(s) < 0 {
 		return append(dst, s...), 0
 	}
 	return appendRedact(dst, s)
@@ -66,7 +70,8 @@ func GuardCardsString(s string, g CardGuard) (string, int, error) {
 func appendRedact[T ~string | ~[]byte](dst []byte, s T) ([]byte, int) {
 	sink := appendSink[T]{dst: dst, src: s}
 	st := cardScan{redact: true, sink: &sink}
-	feed(&st, s, 0, true)
+	i := max(longNumber(s), 0)
+	feed(&st, s[i:], int64(i), true)
 	return append(sink.dst, s[sink.emitted:]...), st.cards
 }
 

@@ -443,11 +443,7 @@ func feedPending[T ~string | ~[]byte](st *cardScan, s T, final bool) int {
 func skipToDigit[T ~string | ~[]byte](s T, i int) int {
 	for ; i+8 <= len(s); i += 8 {
 		x := load64(s, i)
-		// As in countDigits: a has a byte below 10 exactly where s has
-		// an ASCII digit; the high bits of x flag the non-ASCII bytes.
-		a := x ^ (lsb * '0')
-		ge10 := ((a &^ msb) + lsb*(0x80-10) | a) & msb
-		m := (^ge10 | x) & msb
+		m := digitOrHigh(x)
 		if m == 0 {
 			continue
 		}
@@ -460,12 +456,39 @@ func skipToDigit[T ~string | ~[]byte](s T, i int) int {
 			}
 		}
 	}
+	if i >= len(s) {
+		return len(s)
+	}
+	if len(s) >= 8 {
+		// The last bytes: one load that overlaps bytes already seen,
+		// which the mask drops.
+		base := len(s) - 8
+		keep := ^uint64(0) << (8 * (i - base))
+		x := load64(s, base)
+		m := digitOrHigh(x) & keep
+		if m == 0 {
+			return len(s)
+		}
+		if x&msb&keep == 0 {
+			return base + bits.TrailingZeros64(m)>>3
+		}
+		i = base + bits.TrailingZeros64(m)>>3
+	}
 	for ; i < len(s); i++ {
 		if digitLead[s[i]] {
 			return i
 		}
 	}
 	return len(s)
+}
+
+// digitOrHigh flags (with its high bit) each byte of x that is an ASCII
+// digit or >= 0x80. As in countDigits: a has a byte below 10 exactly where
+// x has an ASCII digit; the high bits of x flag the non-ASCII bytes.
+func digitOrHigh(x uint64) uint64 {
+	a := x ^ (lsb * '0')
+	ge10 := ((a &^ msb) + lsb*(0x80-10) | a) & msb
+	return (^ge10 | x) & msb
 }
 
 // load64 reads s[i:i+8] little-endian; the compiler turns it into one load.
@@ -478,30 +501,52 @@ func load64[T ~string | ~[]byte](s T, i int) uint64 {
 // mayHoldCard reports whether s can hold a card number by a cheap upper
 // bound of its digits: its ASCII digits plus half its other non-ASCII bytes
 // (a non-ASCII digit takes two to four). Most values (names, emails, ids)
-// have fewer digits than a card number and are never scanned; a value that
-// has enough stops the count early.
+// have fewer digits than a card number, most are even shorter than one,
+// and are then never scanned.
 func mayHoldCard[T ~string | ~[]byte](s T) bool {
-	n, hi := 0, 0
+	n := len(s)
+	if n < minCardLen {
+		return false
+	}
+	w := 0 // twice the digits, plus the non-ASCII bytes
 	i := 0
-	for ; i+8 <= len(s); i += 8 {
-		x := load64(s, i)
-		a := x ^ (lsb * '0')
-		ge10 := ((a &^ msb) + lsb*(0x80-10) | a) & msb
-		n += bits.OnesCount64(^ge10 & msb)
-		hi += bits.OnesCount64(x & msb)
-		if n+hi/2 >= minCardLen {
+	for ; i+8 <= n; i += 8 {
+		w += cardWeight8(load64(s, i), ^uint64(0))
+		if w >= 2*minCardLen {
 			return true
 		}
 	}
-	for ; i < len(s); i++ {
-		if isDigit(s[i]) {
-			n++
-		} else if s[i] >= utf8.RuneSelf {
-			hi++
+	if i < n {
+		// The last bytes: one load that overlaps bytes already counted,
+		// which the mask drops (n >= 8 here).
+		w += cardWeight8(load64(s, n-8), ^uint64(0)<<(8*(i-(n-8))))
+	}
+	return w >= 2*minCardLen
+}
+
+// cardWeight8 is mayHoldCard's count for the bytes of x that keep selects.
+func cardWeight8(x, keep uint64) int {
+	a := x ^ (lsb * '0')
+	d := ^((a &^ msb) + lsb*(0x80-10) | a) & msb & keep
+	w := 2 * bits.OnesCount64(d)
+	if h := x & msb & keep; h != 0 {
+		w += bits.OnesCount64(h)
+	}
+	return w
+}
+
+// cardWeight is 2 for an ASCII digit and 1 for a byte >= 0x80.
+var cardWeight = func() (t [256]uint8) {
+	for c := range t {
+		switch {
+		case c >= '0' && c <= '9':
+			t[c] = 2
+		case c >= utf8.RuneSelf:
+			t[c] = 1
 		}
 	}
-	return n+hi/2 >= minCardLen
-}
+	return t
+}()
 
 // shortNumber is the common case of a number in text (a date, an order
 // number, a phone number): it reads the ASCII number starting at s[i] and,
@@ -543,4 +588,21 @@ func shortNumber[T ~string | ~[]byte](s T, i int, final bool) (int, bool) {
 		}
 	}
 	return len(s), final
+}
+
+// longNumber returns the index of the first number in s that the fast path
+// cannot skip (it may hold a card number), or -1: most values have none, and
+// are then checked without setting up the state machine.
+func longNumber[T ~string | ~[]byte](s T) int {
+	for i := 0; ; {
+		i = skipToDigit(s, i)
+		if i >= len(s) {
+			return -1
+		}
+		j, ok := shortNumber(s, i, true)
+		if !ok {
+			return i
+		}
+		i = j
+	}
 }
