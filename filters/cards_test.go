@@ -2,6 +2,7 @@ package filters
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -725,6 +726,33 @@ func randomJSONNumber(r *rand.Rand) string {
 		}
 	}
 	return b.String()
+}
+
+// TestDigitOrLead: skipToDigit's word test flags every byte that can begin
+// a digit (by the tables), wherever it sits in the word.
+func TestDigitOrLead(t *testing.T) {
+	swarWords(t, func(b []byte) {
+		m := digitOrLead(binary.LittleEndian.Uint64(b))
+		for i, c := range b {
+			if digitLead[c] && m&(0x80<<(8*i)) == 0 {
+				// A byte above a flagged one may go unflagged only if
+				// a lower one is flagged: the scan looks from there.
+				if m&(1<<(8*i)-1) == 0 {
+					t.Fatalf("digitOrLead(% x) misses byte %d", b, i)
+				}
+			}
+		}
+	})
+	for c := range 256 {
+		var b [8]byte
+		for i := range b {
+			b[i] = byte(c)
+		}
+		m := digitOrLead(binary.LittleEndian.Uint64(b[:]))
+		if digitLead[c] && m&0x80 == 0 {
+			t.Fatalf("digitOrLead misses %#x", c)
+		}
+	}
 }
 
 // TestMayHoldCard: the word-wise count is exactly the byte-wise one.

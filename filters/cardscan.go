@@ -332,15 +332,9 @@ func feed[T ~string | ~[]byte](st *cardScan, s T, base int64, final bool) {
 	}
 	for i < len(s) {
 		if st.n == 0 {
-			// Outside a number only a digit matters: skip the rest eight
-			// bytes at a time.
-			i = skipToDigit(s, i)
-			if i >= len(s) {
+			// Outside a number only a digit matters.
+			if i = nextNumber(s, i, final); i >= len(s) {
 				return
-			}
-			if j, ok := shortNumber(s, i, final); ok {
-				i = j
-				continue
 			}
 		}
 		c := s[i]
@@ -436,60 +430,32 @@ func feedPending[T ~string | ~[]byte](st *cardScan, s T, final bool) int {
 	return k - np
 }
 
-// skipToDigit returns the index of the first byte at or after i that can
-// begin a digit (an ASCII digit or the lead byte of a script with digits),
-// or len(s). Eight bytes at a time: in ASCII text most words hold neither
-// a digit nor a byte >= 0x80.
-func skipToDigit[T ~string | ~[]byte](s T, i int) int {
-	for ; i+8 <= len(s); i += 8 {
-		x := load64(s, i)
-		m := digitOrHigh(x)
-		if m == 0 {
-			continue
-		}
-		if x&msb == 0 {
-			return i + bits.TrailingZeros64(m)>>3 // ASCII: m flags the digits
-		}
-		for j := i + bits.TrailingZeros64(m)>>3; j < i+8; j++ {
-			if digitLead[s[j]] {
-				return j
-			}
-		}
+// digitOrLead flags (with its high bit) each byte of x that is an ASCII
+// digit, exactly, and each that may be the lead byte of a non-ASCII digit:
+// 0xD9, 0xDB, 0xDF (and 0xDD), 0xE0, 0xE1, 0xEA, 0xEF, 0xF0 are the lead
+// bytes of every unicode.Nd digit (TestDigitOrLead holds this to the
+// tables), and a byte above one flagged may be flagged too; the caller
+// checks the bytes flagged against digitLead. Binary data, half of it
+// bytes >= 0x80, is then skipped word by word too.
+func digitOrLead(x uint64) uint64 {
+	// As in countDigits: a has a byte below 10 exactly where x has an
+	// ASCII digit.
+	a := x ^ (lsb * '0')
+	d := ^((a&^msb)+lsb*(0x80-10) | a) & msb
+	if x&msb == 0 {
+		return d
 	}
-	if i >= len(s) {
-		return len(s)
-	}
-	if len(s) >= 8 {
-		// The last bytes: one load that overlaps bytes already seen,
-		// which the mask drops.
-		base := len(s) - 8
-		keep := ^uint64(0) << (8 * (i - base))
-		x := load64(s, base)
-		m := digitOrHigh(x) & keep
-		if m == 0 {
-			return len(s)
-		}
-		if x&msb&keep == 0 {
-			return base + bits.TrailingZeros64(m)>>3
-		}
-		i = base + bits.TrailingZeros64(m)>>3
-	}
-	for ; i < len(s); i++ {
-		if digitLead[s[i]] {
-			return i
-		}
-	}
-	return len(s)
+	return d | leadBytes(x)
 }
 
-// digitOrHigh flags (with its high bit) each byte of x that is an ASCII
-// digit or >= 0x80. As in countDigits: a has a byte below 10 exactly where
-// x has an ASCII digit; the high bits of x flag the non-ASCII bytes.
-func digitOrHigh(x uint64) uint64 {
-	a := x ^ (lsb * '0')
-	ge10 := ((a &^ msb) + lsb*(0x80-10) | a) & msb
-	return (^ge10 | x) & msb
+func leadBytes(x uint64) uint64 {
+	return zeroBytes((x&(lsb*0xF9))^(lsb*0xD9)) | zeroBytes((x&(lsb*0xFE))^(lsb*0xE0)) |
+		zeroBytes(x^(lsb*0xEA)) | zeroBytes(x^(lsb*0xEF)) | zeroBytes(x^(lsb*0xF0))
 }
+
+// zeroBytes flags the zero bytes of v: exactly the lowest, and perhaps
+// bytes above a zero byte (the borrow), never a byte below every zero byte.
+func zeroBytes(v uint64) uint64 { return (v - lsb) &^ v & msb }
 
 // load64 reads s[i:i+8] little-endian; the compiler turns it into one load.
 func load64[T ~string | ~[]byte](s T, i int) uint64 {
@@ -590,19 +556,66 @@ func shortNumber[T ~string | ~[]byte](s T, i int, final bool) (int, bool) {
 	return len(s), final
 }
 
-// longNumber returns the index of the first number in s that the fast path
-// cannot skip (it may hold a card number), or -1: most values have none, and
-// are then checked without setting up the state machine.
+// longNumber returns the index of the first number in s that may hold a
+// card number, or -1: most values have none, and are then checked without
+// setting up the state machine.
 func longNumber[T ~string | ~[]byte](s T) int {
-	for i := 0; ; {
-		i = skipToDigit(s, i)
-		if i >= len(s) {
-			return -1
+	if i := nextNumber(s, 0, true); i < len(s) {
+		return i
+	}
+	return -1
+}
+
+// nextNumber returns the index of the first byte at or after i where an
+// idle scan needs its state machine: the first digit of a number that may
+// hold a card number (one of 13 digits or more, or with a non-ASCII digit
+// or separator), or an unfinished UTF-8 sequence at the end of a chunk
+// that is not the last; len(s) if there is none. What it skips (bytes that
+// begin no digit, other characters, numbers too short for a card number)
+// would leave an idle scan idle.
+func nextNumber[T ~string | ~[]byte](s T, i int, final bool) int {
+	for {
+		// Eight bytes at a time, to a byte that may begin a digit.
+		for i+8 <= len(s) {
+			// digitOrLead, written out so that it is inlined.
+			x := load64(s, i)
+			a := x ^ (lsb * '0')
+			m := ^((a&^msb)+lsb*(0x80-10) | a) & msb
+			if x&msb != 0 {
+				m |= leadBytes(x)
+			}
+			if m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+			i += 8
 		}
-		j, ok := shortNumber(s, i, true)
-		if !ok {
+		if i+8 > len(s) {
+			for i < len(s) && !digitLead[s[i]] {
+				i++
+			}
+			if i >= len(s) {
+				return len(s)
+			}
+		} else if !digitLead[s[i]] {
+			i++ // flagged, but no lead byte (see digitOrLead)
+			continue
+		}
+		if s[i] < utf8.RuneSelf {
+			j, ok := shortNumber(s, i, final)
+			if !ok {
+				return i
+			}
+			i = j
+			continue
+		}
+		if !final && len(s)-i < utf8.UTFMax && !utf8.FullRune(asBytesPrefix(s, i)) {
 			return i
 		}
-		i = j
+		r, size := decodeRune(s, i)
+		if r != utf8.RuneError && runeClass(r)&classMask == classDigit {
+			return i
+		}
+		i += size
 	}
 }
