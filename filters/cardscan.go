@@ -441,7 +441,7 @@ func digitOrLead(x uint64) uint64 {
 	// As in countDigits: a has a byte below 10 exactly where x has an
 	// ASCII digit.
 	a := x ^ (lsb * '0')
-	d := ^((a&^msb)+lsb*(0x80-10) | a) & msb
+	d := ^((a &^ msb) + lsb*(0x80-10) | a) & msb
 	if x&msb == 0 {
 		return d
 	}
@@ -580,7 +580,7 @@ func nextNumber[T ~string | ~[]byte](s T, i int, final bool) int {
 			// digitOrLead, written out so that it is inlined.
 			x := load64(s, i)
 			a := x ^ (lsb * '0')
-			m := ^((a&^msb)+lsb*(0x80-10) | a) & msb
+			m := ^((a &^ msb) + lsb*(0x80-10) | a) & msb
 			if x&msb != 0 {
 				m |= leadBytes(x)
 			}
