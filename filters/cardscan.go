@@ -32,8 +32,8 @@ import (
 // does it to IBANs printed in groups (2.5%); with the rule above, 2.0%.
 // Letting digits follow a card number inside its group (2.0% rather than
 // 0.7% with windows aligned to groups at both ends) is what finds a CVV
-// typed onto one; it flags about one in eight ids of 20 digits or more that
-// begin with a scheme's prefix. A card number glued after other digits
+// typed onto one; it flags about one in ten ids of 20 digits or more
+// written without separators. A card number glued after other digits
 // ("12344111111111111111") is not found: people do not write card numbers
 // that way, and nothing can stop someone who means to hide one.
 
