@@ -132,12 +132,17 @@ func jsonMayHoldCard(raw []byte) bool {
 		x := load64(raw, i)
 		a := x ^ (lsb * '0')
 		d := ^((a &^ msb) + lsb*(0x80-10) | a) & msb // ASCII digits
-		w += 2*bits.OnesCount64(d) + bits.OnesCount64(x&msb)
-		// Bytes equal to 'e' or 'E' (a zero byte of y; the borrow may
+		if d|carry|x&msb == 0 {
+			continue // the common word: letters, punctuation
+		}
+		w += 2 * bits.OnesCount64(d)
+		if h := x & msb; h != 0 {
+			w += bits.OnesCount64(h)
+		}
+		// Bytes equal to 'e' or 'E' (the zero bytes of y; the borrow may
 		// also flag bytes above one, which only errs towards a walk).
 		y := (x | lsb*0x20) ^ (lsb * 'e')
-		e := (y - lsb) &^ y & msb
-		if w >= 2*minCardLen || (d<<8|carry)&e != 0 {
+		if w >= 2*minCardLen || (d<<8|carry)&zeroBytes(y) != 0 {
 			return true
 		}
 		carry = d >> 56
