@@ -81,16 +81,16 @@ type cardScan struct {
 	// fin is the first digit of the current number that a window ending
 	// later could still include: digits before it are final.
 	fin int
-	// sum0 and sum1 are the Luhn sums of the number so far, mod 10, with
-	// the digits at even (sum0) or odd (sum1) positions doubled. The Luhn
-	// sum of the window [s, e] is the difference of the sums after e and
-	// before s that doubles the positions of e's parity plus one.
 	// group is the index of the first digit of the current group.
 	group int
 	// sureS and condS are 1 + the starts of the longest card numbers
 	// ending at the last digit that lie in its group (sure) or span groups
 	// (cond, counted only if that digit ends its group), or 0 for none.
-	sureS, condS   int
+	sureS, condS int
+	// sum0 and sum1 are the Luhn sums of the number so far, mod 10, with
+	// the digits at even (sum0) or odd (sum1) positions doubled. The Luhn
+	// sum of the window [s, e] is the difference of the sums after e and
+	// before s that doubles the positions of e's parity plus one.
 	sum0, sum1     uint8
 	spacers, invis uint8
 	zeros          bool // every digit since the segment start is 0
