@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -573,7 +574,7 @@ func TestCardWriterMatchesOneShot(t *testing.T) {
 // bounded by a number's worth of bytes, whatever the stream.
 func TestCardWriterHoldsLittle(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
-	maxHold := 0
+	maxHeld := 0
 	for _, g := range []CardGuard{CardsBlock, CardsRedact} {
 		var sink bytes.Buffer
 		w := NewCardWriter(&sink, g)
@@ -588,7 +589,7 @@ func TestCardWriterHoldsLittle(t *testing.T) {
 				}
 				t.Fatal(err)
 			}
-			maxHold = max(maxHold, len(w.hold))
+			maxHeld = max(maxHeld, len(w.hold))
 		}
 		// Worst case: the digits kept unsettled, each of 4 bytes and
 		// followed by a gap of 4 three-byte spacers and 5 three-byte
@@ -597,8 +598,8 @@ func TestCardWriterHoldsLittle(t *testing.T) {
 		if g == CardsRedact {
 			lag = redactLag
 		}
-		if bound := lag*(4+4*3+5*3) + 3; maxHold > bound {
-			t.Fatalf("held %d bytes, bound %d", maxHold, bound)
+		if bound := lag*(4+4*3+5*3) + 3; maxHeld > bound || bound > maxHold {
+			t.Fatalf("held %d bytes, bound %d, buffer %d", maxHeld, bound, maxHold)
 		}
 		// A stream of nothing but "4 2 4 2 ...": every digit starts a
 		// group, card numbers overlap without end.
@@ -636,6 +637,21 @@ func TestCardWriterErrors(t *testing.T) {
 	w = NewCardWriter(&out, CardGuard(200))
 	if _, err := w.Write([]byte("4111111111111111 ")); !errors.Is(err, ErrCardNumber) {
 		t.Fatalf("unknown guard must block: %v", err)
+	}
+	// Reset forgets the error and the stream.
+	out.Reset()
+	w.Reset(&out, CardsRedact)
+	if _, err := w.Write([]byte("x 4111111111111111 y")); err != nil || w.Close() != nil || out.String() != "x [CARD REDACTED] y" || w.Cards() != 1 {
+		t.Fatalf("after Reset: %q %v", out.String(), err)
+	}
+	// One allocation per body, the CardWriter itself.
+	body := []byte(strings.Repeat("note 4 2 4 2 x ", 100))
+	if n := testing.AllocsPerRun(20, func() {
+		w := NewCardWriter(io.Discard, CardsRedact)
+		w.Write(body)
+		w.Close()
+	}); n > 1 {
+		t.Errorf("%v allocations per body", n)
 	}
 }
 

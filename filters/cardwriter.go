@@ -3,6 +3,7 @@ package filters
 import (
 	"fmt"
 	"io"
+	"unicode/utf8"
 )
 
 // CardWriter applies the card guard to a byte stream, such as an opaque
@@ -38,7 +39,14 @@ type CardWriter struct {
 	cur     []byte
 	curOff  int64
 	err     error
+	holdBuf [maxHold]byte
 }
+
+// maxHold bounds what a CardWriter holds back: the digits a redacting scan
+// keeps unsettled, each of up to 4 bytes followed by the longest gap (4
+// three-byte spacers, 5 three-byte invisible characters), and an
+// unfinished UTF-8 sequence. TestCardWriterHoldsLittle checks it.
+const maxHold = redactLag*(utf8.UTFMax+maxSpacers*3+maxInvisibles*3) + utf8.UTFMax
 
 var _ io.WriteCloser = (*CardWriter)(nil)
 
@@ -50,15 +58,24 @@ var cardRedactedBytes = []byte(cardRedacted)
 // to w (which may be nil) with the guard g applied; a g other than the
 // three defined ones is CardsBlock.
 func NewCardWriter(w io.Writer, g CardGuard) *CardWriter {
+	c := &CardWriter{}
+	c.Reset(w, g)
+	return c
+}
+
+// Reset makes c a new CardWriter to w with guard g, so that one can be
+// reused for another stream.
+func (c *CardWriter) Reset(w io.Writer, g CardGuard) {
 	if g > CardsAllow {
 		g = CardsBlock
 	}
-	c := &CardWriter{w: w, guard: g}
+	c.w, c.guard = w, g
 	c.st = cardScan{redact: g == CardsRedact}
 	if g == CardsRedact {
 		c.st.sink = c
 	}
-	return c
+	c.off, c.emitted, c.holdOff, c.curOff = 0, 0, 0, 0
+	c.hold, c.cur, c.err = c.holdBuf[:0], nil, nil
 }
 
 // Write scans p and passes on what can no longer be part of a card number.
@@ -105,7 +122,7 @@ func (c *CardWriter) settle() error {
 	}
 	if c.guard == CardsBlock && c.st.found {
 		c.err = fmt.Errorf("filters: %w at byte %d", ErrCardNumber, c.st.firstS)
-		c.hold = nil
+		c.hold = c.hold[:0]
 		return c.err
 	}
 	if c.w == nil {
