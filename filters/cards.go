@@ -5,78 +5,105 @@ import (
 	"math/bits"
 )
 
-// findCard returns the byte range [start, end) of the first card number in
-// s at or after from, or start = -1. It runs on every outbound value, so it
-// is one pass with no allocation: most bytes cost one comparison, and the
-// Luhn sum is computed only for runs of the right length.
-func findCard(s []byte, from int) (start, end int) {
-	i := from
-	for i < len(s) {
-		if !isDigit(s[i]) {
-			i++
-			continue
-		}
-		// s[i] starts a maximal run: the byte before it is not a digit,
-		// either because i == from == 0, or because the previous run or
-		// non-digit ended there.
-		var digits [19]byte
-		n := 0
-		j := i
-		last := i
-		for j < len(s) {
-			c := s[j]
-			if isDigit(c) {
-				if n < len(digits) {
-					digits[n] = c - '0'
-				}
-				n++
-				last = j
-				j++
-				continue
-			}
-			if (c == ' ' || c == '-') && j+1 < len(s) && isDigit(s[j+1]) {
-				j++
-				continue
-			}
-			break
-		}
-		if n >= 13 && n <= 19 && luhn(digits[:n]) {
-			return i, last + 1
-		}
-		i = last + 1
+// The card guard's one-shot API: for values already in memory (a header
+// value, a decoded path segment, a JSON string, a form value). The rules
+// are in cardscan.go; CardWriter scans a stream.
+
+// CardIndex returns the byte range [start, end) of the first card number
+// in s, or -1, -1 when there is none. The first card number is the one
+// whose last digit comes first (the longest, of those ending there); the
+// range runs from its first digit to its last, separators included. It
+// allocates nothing.
+func CardIndex(s []byte) (start, end int) { return cardIndex(s) }
+
+// CardIndexString is CardIndex for a string, without copying it.
+func CardIndexString(s string) (start, end int) { return cardIndex(s) }
+
+func cardIndex[T ~string | ~[]byte](s T) (int, int) {
+	if !mayHoldCard(s) {
+		return -1, -1 // most values: a few digits at most
 	}
-	return -1, -1
+	i := longNumber(s)
+	if i < 0 {
+		return -1, -1 // only numbers too short for a card number
+	}
+	var st cardScan
+	feed(&st, s[i:], int64(i), true)
+	if !st.found {
+		return -1, -1
+	}
+	return int(st.firstS), int(st.firstE)
 }
 
-func isDigit(c byte) bool { return c >= '0' && c <= '9' }
-
-func luhn(d []byte) bool {
-	sum := 0
-	double := false
-	for i := len(d) - 1; i >= 0; i-- {
-		v := int(d[i])
-		if double {
-			v *= 2
-			if v > 9 {
-				v -= 9
-			}
-		}
-		sum += v
-		double = !double
+// AppendRedactCards appends s to dst with every card number in it replaced
+// by "[CARD REDACTED]", and returns the extended slice and how many were
+// replaced. Card numbers that overlap (windows sharing digits, such as a
+// 16-digit one inside a 19-digit one) are replaced together; separators
+// around a card number are kept.
+func AppendRedactCards(dst, s []byte) ([]byte, int) {
+	if !mayHoldCard(s) || longNumber(s) < 0 {
+		return append(dst, s...), 0
 	}
-	return sum%10 == 0
+	return appendRedact(dst, s)
 }
+
+// GuardCardsString applies the card guard g to a value about to leave (a
+// header value, a decoded path segment). Under CardsBlock it returns
+// ErrCardNumber, unwrapped, when s holds a card number: the caller adds
+// where. Under CardsRedact it returns s with every card number replaced by
+// "[CARD REDACTED]" and how many were. CardsAllow, or a value without a
+// card number, returns s itself: nothing is allocated.
+func GuardCardsString(s string, g CardGuard) (string, int, error) {
+	if g == CardsAllow {
+		return s, 0, nil
+	}
+	if start, _ := cardIndex(s); start < 0 {
+		return s, 0, nil
+	}
+	if g != CardsRedact { // CardsBlock, and any value outside the three
+		return s, 0, ErrCardNumber
+	}
+	out, n := appendRedact(make([]byte, 0, len(s)+len(cardRedacted)), s)
+	return string(out), n, nil
+}
+
+func appendRedact[T ~string | ~[]byte](dst []byte, s T) ([]byte, int) {
+	sink := appendSink[T]{dst: dst, src: s}
+	st := cardScan{redact: true, sink: &sink}
+	i := max(longNumber(s), 0)
+	feed(&st, s[i:], int64(i), true)
+	return append(sink.dst, s[sink.emitted:]...), st.cards
+}
+
+// appendSink copies src to dst, writing the placeholder for each card
+// number the scan reports.
+type appendSink[T ~string | ~[]byte] struct {
+	dst     []byte
+	src     T
+	emitted int64
+}
+
+func (a *appendSink[T]) open(off int64) {
+	a.dst = append(a.dst, a.src[a.emitted:off]...)
+	a.dst = append(a.dst, cardRedacted...)
+	a.emitted = off
+}
+
+func (a *appendSink[T]) extend(end int64) { a.emitted = end }
 
 // hasCard reports whether s contains a card number.
 func hasCard(s []byte) bool {
-	if countDigits(s) < 13 {
-		// The common case (names, emails, ids): too few digits in the
-		// whole value for a card number, so the full scan is skipped.
-		return false
-	}
-	start, _ := findCard(s, 0)
+	start, _ := cardIndex(s)
 	return start >= 0
 }
+
+// redactCards appends s to dst with every card number replaced.
+func redactCards(dst, s []byte) []byte {
+	dst, _ = AppendRedactCards(dst, s)
+	return dst
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // countDigits counts the ASCII digits in s, eight bytes at a time.
 func countDigits(s []byte) int {
@@ -96,18 +123,4 @@ func countDigits(s []byte) int {
 		}
 	}
 	return n
-}
-
-// redactCards appends s to dst with every card number replaced.
-func redactCards(dst, s []byte) []byte {
-	from := 0
-	for {
-		start, end := findCard(s, from)
-		if start < 0 {
-			return append(dst, s[from:]...)
-		}
-		dst = append(dst, s[from:start]...)
-		dst = append(dst, cardRedacted...)
-		from = end
-	}
 }

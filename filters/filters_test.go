@@ -190,14 +190,17 @@ func TestCardScanner(t *testing.T) {
 		{"4242-4242-4242-4242", true},
 		{"4242 4242-4242 4242", true},
 		{"card: 4000056655665556 exp 12/29", true},
-		{"378282246310005", true},       // Amex, 15 digits
-		{"6011111111111117", true},      // Discover
-		{"4222222222222", true},         // 13 digits
-		{"4242424242424241", false},     // Luhn fails
-		{"424242424242", false},         // 12 digits
-		{"42424242424242424242", false}, // 20 digits: not a card, and no sub-run is taken
-		{"14242424242424242", false},    // adjacent digit makes it 17 digits, Luhn fails
-		{"4242  4242 4242 4242", false}, // double space splits the run
+		{"378282246310005", true},   // Amex, 15 digits
+		{"6011111111111117", true},  // Discover
+		{"4222222222222", true},     // 13 digits
+		{"4242424242424241", false}, // Luhn fails
+		{"424242424242", false},     // 12 digits
+		// Issue 9 changed these two: a card number with more digits glued
+		// after it (here a 20-digit run) and one written with two spaces
+		// between groups are card numbers.
+		{"42424242424242424242", true},
+		{"4242  4242 4242 4242", true},
+		{"14242424242424242", false}, // a digit glued before it: windows start at group starts only
 		{"card ending 4242 was charged", false},
 		{"+48 601 234 567", false},
 		{"PL5261040828", false},

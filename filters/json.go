@@ -353,12 +353,12 @@ func (w *jsonWalker) value(n *node, emit, keep bool, xf *Transform, depth int) (
 		// emitting walk would copy every token as it is and report
 		// nothing (paths below a kept one are not reported), so validate it with the light walker and copy it in
 		// one go. The card guard would have nothing to do when the whole
-		// subtree has fewer than 13 digits (an escaped digit is at least
-		// three raw ones); otherwise it must walk the subtree after all.
+		// subtree cannot hold a card number (jsonMayHoldCard); otherwise
+		// it must walk the subtree after all.
 		start, keys, arena := w.pos, len(w.keys), len(w.arena)
 		if w.skipValue(depth) {
 			raw := w.src[start:w.pos]
-			if w.opt.Cards == CardsAllow || countDigits(raw) < 13 {
+			if w.opt.Cards == CardsAllow || !jsonMayHoldCard(raw) {
 				w.dst = appendCompact(w.dst, raw)
 				return true, nil
 			}
@@ -859,7 +859,7 @@ func (w *jsonWalker) number(n *node, emit, keep bool, xf *Transform) (bool, erro
 		w.transform(xf, lit)
 		return true, nil
 	}
-	if w.opt.Cards != CardsAllow && hasCard(lit) {
+	if w.opt.Cards != CardsAllow && numberHasCard(lit) {
 		if w.opt.Cards == CardsBlock {
 			return false, w.cardError()
 		}
