@@ -58,11 +58,14 @@ test_stripe_customer_gets_the_minimum if {
 	d.cards == "allow"
 }
 
-# Creating a customer carries no card fields, so any service may do it.
+# Creating a customer carries no card fields, so any service may do it -- but not with a card
+# number in it: only billing may send Stripe card data, in any field (issue 9).
 test_stripe_customer_from_another_service if {
 	inp := object.union(to("api.stripe.com", "POST", "/v1/customers", "payment"), {"source": {"service": "webapp"}})
 	d := egress.decision with input as inp
 	d.allow
+	d.cards == "block"
+	d.cards_code == "source_not_allowed"
 }
 
 test_stripe_get_customer_sends_no_body if {

@@ -37,6 +37,7 @@ default decision := {
 	"query": [],
 	"body": "none",
 	"cards": "block",
+	"cards_code": "card_number",
 	"tls": true,
 	"port": 443,
 	"dry_run": false,
@@ -390,11 +391,38 @@ segment_match(_, b) if b == "*"
 
 # ---------------------------------------------------------------------------------------------
 # The card guard: the route's setting (route_cards), except that a service a need-to-know rule
-# has just stripped must not send card numbers by any field: it gets "block".
+# has just stripped must not send card numbers by any field: it gets "block". A need-to-know rule
+# with `cards: true` names the only services that may send card numbers to the vendor at all --
+# in any field, the path, the query or a header, not only in the rule's own fields -- so another
+# service's request is guarded as for a vendor that may not receive card data. cards_code says
+# which refusal a card number found then is: source_not_allowed when the vendor may receive card
+# data but this service may not send it, card_number otherwise.
 
 cards := "block" if count(violated_rules) > 0
 
+else := "block" if {
+	route_sends.cards == "allow"
+	card_services_restricted
+	not card_entitled
+}
+
 else := route_sends.cards
+
+card_services_restricted if {
+	some rule in need_to_know
+	rule.cards == true
+}
+
+card_entitled if {
+	some rule in need_to_know
+	rule.cards == true
+	source_service in rule.services
+}
+
+cards_code := "source_not_allowed" if {
+	cards == "block"
+	route_sends.cards == "allow"
+} else := "card_number"
 
 # ---------------------------------------------------------------------------------------------
 # The allowed decision.
@@ -418,6 +446,7 @@ allowed := {
 	"query": sends.query,
 	"body": sends.body,
 	"cards": cards,
+	"cards_code": cards_code,
 	"tls": tls,
 	"port": port,
 	"dry_run": dry_run,
@@ -466,6 +495,7 @@ refused := {
 	"query": [],
 	"body": "none",
 	"cards": "block",
+	"cards_code": "card_number",
 	"tls": tls,
 	"port": port,
 	"dry_run": dry_run,

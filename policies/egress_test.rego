@@ -39,7 +39,7 @@ withdrawn(p) := {"purpose": p, "status": "withdrawn", "time": "2026-10-02T10:00:
 
 with_consents(inp, cs) := object.union(inp, {"subject": {"consents": cs}})
 
-decision_keys := {"allow", "vendor", "reason", "code", "route", "fields", "transforms", "headers", "query", "body", "cards", "tls", "port", "dry_run"}
+decision_keys := {"allow", "vendor", "reason", "code", "route", "fields", "transforms", "headers", "query", "body", "cards", "cards_code", "tls", "port", "dry_run"}
 
 # refused(d, code) holds when d refuses with code and lets nothing leave.
 refused(d, code) if {
@@ -400,6 +400,48 @@ test_need_to_know_strip_removes_the_fields_and_blocks_cards if {
 	d.fields == ["a"]
 	d.cards == "block"
 	contains(d.reason, "1 field(s) stripped because service \"webapp\" may not send them")
+}
+
+# A rule with cards: true names the only services that may send the processor a card number
+# anywhere in a request: another service's request on any route is card-guarded, and a card
+# number found is refused as source_not_allowed (the vendor may receive card data, this service
+# may not send it).
+cards_contract := object.union(fixture, {
+	"role": "payment_processor",
+	"cards": "allow",
+	"routes": [
+		{"methods": ["POST"], "path": "/v1/things", "fields": ["a", "b/c"]},
+		{"methods": ["POST"], "path": "/v1/other", "fields": ["name"]},
+	],
+	"need_to_know": [{"fields": ["b/c"], "services": ["billing"], "cards": true}],
+})
+
+test_need_to_know_cards_the_named_service_may_send_card_data if {
+	d := egress.decision with input as to("api.test.example", "POST", "/v1/other", "support") with data.contracts as {"t": cards_contract}
+	d.allow
+	d.cards == "allow"
+}
+
+test_need_to_know_cards_other_services_are_guarded_on_every_route if {
+	inp := object.union(to("api.test.example", "POST", "/v1/other", "support"), {"source": {"service": "webapp"}})
+	d := egress.decision with input as inp with data.contracts as {"t": cards_contract}
+	d.allow
+	d.cards == "block"
+	d.cards_code == "source_not_allowed"
+}
+
+test_need_to_know_without_cards_keeps_the_route_setting if {
+	c := json.patch(cards_contract, [{"op": "replace", "path": "/need_to_know/0/cards", "value": false}])
+	inp := object.union(to("api.test.example", "POST", "/v1/other", "support"), {"source": {"service": "webapp"}})
+	d := egress.decision with input as inp with data.contracts as {"t": c}
+	d.cards == "allow"
+}
+
+test_card_number_is_the_code_for_vendors_without_card_data if {
+	d := egress.decision with input as to("api.test.example", "POST", "/v1/things", "support") with data.contracts as {"t": fixture}
+	d.allow
+	d.cards == "block"
+	d.cards_code == "card_number"
 }
 
 test_need_to_know_deny_refuses if {

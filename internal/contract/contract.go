@@ -123,6 +123,9 @@ type NeedToKnow struct {
 	Fields      []string `yaml:"fields"`
 	Services    []string `yaml:"services"`
 	OnViolation string   `yaml:"on_violation,omitempty"`
+	// Cards: the services are also the only ones that may send the vendor a
+	// card number anywhere in a request, not only in Fields.
+	Cards bool `yaml:"cards,omitempty"`
 }
 
 // Route is one kind of request the vendor may receive.

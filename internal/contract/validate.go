@@ -374,6 +374,12 @@ func (p *problems) needToKnow(i int, r NeedToKnow, paths map[string]bool) {
 	default:
 		p.add(at("on_violation"), "%s: on_violation %q: want strip or deny", name, r.OnViolation)
 	}
+	if r.Cards && c.Role != "payment_processor" {
+		// Only a payment processor may receive card data at all; elsewhere the
+		// card guard already blocks every service, and the rule would
+		// suggest otherwise.
+		p.add(at("cards"), "%s: cards: true only makes sense for a payment_processor contract", name)
+	}
 	for j, f := range r.Fields {
 		line := at("fields", j)
 		if !p.field(line, name+": field", f) {

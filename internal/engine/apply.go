@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"fmt"
 	"errors"
 	"mime"
 	"net/url"
@@ -105,8 +106,7 @@ func (d *Decision) FilterHeaders(h map[string][]string) *filters.Report {
 
 func (d *Decision) filterError(err error, where string) error {
 	if errors.Is(err, filters.ErrCardNumber) {
-		return refuse(CodeCardNumber, err,
-			"a card number was found in the %s (%v); %s is not allowed to receive card data", where, err, d.Vendor)
+		return d.CardRefusal(fmt.Sprintf("the %s (%v)", where, err), err)
 	}
 	var se *filters.SyntaxError
 	if errors.As(err, &se) {

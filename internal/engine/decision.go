@@ -38,9 +38,14 @@ type Decision struct {
 	Query      []string          `json:"query"`
 	Body       BodyMode          `json:"body"`
 	Cards      string            `json:"cards"`
-	TLS        bool              `json:"tls"`
-	Port       int               `json:"port"`
-	DryRun     bool              `json:"dry_run"`
+	// CardsCode is the refusal code when the card guard finds a card number
+	// it blocks: card_number (the default: the vendor may not receive card
+	// data), or source_not_allowed (the vendor may, but need-to-know does
+	// not let this service send it).
+	CardsCode Code `json:"cards_code,omitempty"`
+	TLS       bool `json:"tls"`
+	Port      int  `json:"port"`
+	DryRun    bool `json:"dry_run"`
 
 	Revision string `json:"revision"`
 
@@ -48,6 +53,21 @@ type Decision struct {
 	mask    *filters.Mask
 	opts    filters.Options
 	headers []string // Headers, lower-cased
+}
+
+// CardGuard is what the card guard does with a card number in anything
+// that leaves under d.
+func (d *Decision) CardGuard() filters.CardGuard { return d.opts.Cards }
+
+// CardRefusal is the refusal of a request in which the card guard found a
+// card number it blocks; where says where ("the URL path", "header
+// x-note", ...).
+func (d *Decision) CardRefusal(where string, err error) *Error {
+	if d.CardsCode == CodeSourceNotAllowed {
+		return refuse(CodeSourceNotAllowed, err,
+			"a card number was found in %s; need-to-know does not let this service send card data to %s", where, d.Vendor)
+	}
+	return refuse(CodeCardNumber, err, "a card number was found in %s; %s is not allowed to receive card data", where, d.Vendor)
 }
 
 // Refusal returns the decision as an *Error when it does not allow the request.
@@ -61,7 +81,7 @@ func (d *Decision) Refusal() *Error {
 var decisionKeys = map[string]bool{
 	"allow": true, "vendor": true, "reason": true, "code": true, "route": true, "fields": true,
 	"transforms": true, "headers": true, "query": true, "body": true, "cards": true,
-	"tls": true, "port": true, "dry_run": true,
+	"cards_code": true, "tls": true, "port": true, "dry_run": true,
 }
 
 // parseDecision validates what the policy returned, read straight from the
@@ -126,6 +146,10 @@ func parseDecision(v ast.Value, keyFor func(vendor string) []byte, masks *maskCa
 			getString(k, x, &body)
 		case "cards":
 			getString(k, x, &d.Cards)
+		case "cards_code":
+			var c string
+			getString(k, x, &c)
+			d.CardsCode = Code(c)
 		case "tls":
 			getBool(k, x, &d.TLS)
 		case "dry_run":
@@ -197,6 +221,13 @@ func parseDecision(v ast.Value, keyFor func(vendor string) []byte, masks *maskCa
 		return nil, fmt.Errorf("malformed decision: %s", strings.Join(problems, "; "))
 	}
 
+	switch d.CardsCode {
+	case "":
+		d.CardsCode = CodeCardNumber
+	case CodeCardNumber, CodeSourceNotAllowed:
+	default:
+		return nil, fmt.Errorf("malformed decision: cards_code %q, want card_number or source_not_allowed", d.CardsCode)
+	}
 	switch BodyMode(body) {
 	case "", BodyFilter:
 		d.Body = BodyFilter

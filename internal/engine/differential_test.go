@@ -122,12 +122,12 @@ func differ(d *engine.Decision, want map[string]any) string {
 	got := map[string]any{
 		"allow": d.Allow, "vendor": d.Vendor, "reason": d.Reason, "code": string(d.Code), "route": d.Route,
 		"fields": d.Fields, "transforms": d.Transforms, "headers": d.Headers, "query": d.Query,
-		"body": string(d.Body), "cards": d.Cards, "tls": d.TLS, "port": d.Port, "dry_run": d.DryRun,
+		"body": string(d.Body), "cards": d.Cards, "cards_code": string(d.CardsCode), "tls": d.TLS, "port": d.Port, "dry_run": d.DryRun,
 	}
 	exp := map[string]any{
 		"allow": want["allow"], "vendor": want["vendor"], "reason": want["reason"], "code": want["code"], "route": want["route"],
 		"fields": strs(want["fields"]), "transforms": transforms, "headers": strs(want["headers"]), "query": strs(want["query"]),
-		"body": want["body"], "cards": want["cards"], "tls": want["tls"], "port": port, "dry_run": want["dry_run"],
+		"body": want["body"], "cards": want["cards"], "cards_code": want["cards_code"], "tls": want["tls"], "port": port, "dry_run": want["dry_run"],
 	}
 	var out []string
 	for _, k := range slices.Sorted(func(yield func(string) bool) {
