@@ -10,9 +10,16 @@ import (
 	"unicode/utf8"
 )
 
-// maxDepth bounds nesting so that a hostile body cannot grow the stack
-// without limit; real payloads nest a handful of levels.
-const maxDepth = 10000
+// maxDepth bounds nesting (see "Limits" in the package documentation). The
+// walk recurses, and each level costs about a kilobyte of goroutine stack:
+// at 10000 levels a 20 KB body took 8 MiB of stack. Linearity does not rest
+// on it: every level is walked a bounded number of times (see fastRetry).
+const maxDepth = 1000
+
+// fastRetry is how many levels below a kept container that had to be walked
+// (see value) may still try the light walker. Each try rescans what it
+// covers, so without a bound a deep body would be rescanned once per level.
+const fastRetry = 2
 
 // dupMapMin is the object size from which duplicate keys are found with a
 // map instead of a scan, keeping huge objects linear without allocating for
@@ -26,27 +33,38 @@ const dupMapMin = 32
 // See the package documentation for the semantics; in short: json.filter's
 // result for wildcard-free masks, compact output, numbers and strings copied
 // byte for byte unless transformed or card-redacted, and duplicate keys,
-// invalid UTF-8, trailing data or nesting deeper than 10000 rejected with a
-// *SyntaxError.
+// invalid UTF-8, trailing data or nesting deeper than 1000 rejected with a
+// *SyntaxError. Time and memory are linear in len(src) whatever it holds.
 func (m *Mask) JSON(dst, src []byte, opt *Options) ([]byte, *Report, error) {
+	out, rep, _, err := m.jsonCounted(dst, src, opt)
+	return out, rep, err
+}
+
+// jsonCounted is JSON, also returning the work done in steps (see
+// jsonWalker.steps).
+func (m *Mask) jsonCounted(dst, src []byte, opt *Options) (_ []byte, _ *Report, steps int, _ error) {
 	if m == nil || m.root == nil {
-		return dst, nil, errors.New("filters: nil Mask")
+		return dst, nil, 0, errors.New("filters: nil Mask")
 	}
 	if opt == nil {
 		opt = &zeroOptions
 	}
 	if m.usesHMAC && len(opt.HMACKey) == 0 {
-		return dst, nil, ErrNoHMACKey
+		return dst, nil, 0, ErrNoHMACKey
 	}
 	opt = sanitize(opt)
 	w := walkerPool.Get().(*jsonWalker)
 	defer w.release()
-	w.src, w.pos, w.dst, w.opt = src, 0, dst, opt
+	w.src, w.pos, w.dst, w.opt, w.fastStop = src, 0, dst, opt, maxDepth
 	w.xf.key = opt.HMACKey
+	w.rep.budget = reportBudget(len(src))
+	// The forward moves of pos are work too: rewinds add what they undo
+	// to steps, so the final pos completes the count.
+	defer func() { steps = w.steps + w.pos + w.paths.steps + w.rep.written }()
 
 	w.ws()
 	if w.pos >= len(src) {
-		return dst, nil, &SyntaxError{Offset: int64(w.pos), Msg: "empty body"}
+		return dst, nil, steps, &SyntaxError{Offset: int64(w.pos), Msg: "empty body"}
 	}
 	var err error
 	if c := src[w.pos]; c == '{' || c == '[' {
@@ -61,9 +79,9 @@ func (m *Mask) JSON(dst, src []byte, opt *Options) ([]byte, *Report, error) {
 		}
 	}
 	if err != nil {
-		return dst, nil, err
+		return dst, nil, steps, err
 	}
-	return w.dst, w.rep.buildShared(&m.lastPaths), nil
+	return w.dst, w.rep.buildShared(&m.lastPaths), steps, nil
 }
 
 // zeroOptions stands in for a nil *Options. It is never written; a local
@@ -98,6 +116,20 @@ type jsonWalker struct {
 	tmp     []byte        // transform output
 	pathBuf []byte
 	num     [20]byte
+
+	// fastStop is the deepest level at which value may try the light
+	// walker on a kept container (see fastRetry).
+	fastStop int
+	// steps counts the work of the call that is not a forward move of
+	// pos: rescans, second passes over a span (digit counts, unescaping,
+	// card scans, hashing keys, compaction, transforms), duplicate-key
+	// comparisons and report paths. Tests hold it to a constant per input
+	// byte, which catches super-linear work deterministically, where a
+	// timed test would flake. It is counted per span or per item, never
+	// per byte inside the scanning loops, so production pays an addition
+	// per token at most: within the noise of BenchmarkJSONMask (see
+	// BENCHMARKS.md).
+	steps int
 }
 
 // keyRef has at most four fields so that the compiler keeps it in
@@ -127,7 +159,7 @@ type pathSeg struct {
 const maxPooledBuf = 1 << 20
 
 func (w *jsonWalker) release() {
-	w.src, w.dst, w.opt = nil, nil, nil
+	w.src, w.dst, w.opt, w.steps = nil, nil, nil, 0
 	w.xf = xfState{sum: w.xf.sum, mac: w.xf.mac, macKey: w.xf.macKey}
 	w.rep.reset()
 	w.paths.reset()
@@ -173,6 +205,9 @@ func (w *jsonWalker) appendPath(b []byte, norm bool) []byte {
 
 func (w *jsonWalker) report(k listKind) {
 	r := &w.rep
+	if r.truncated {
+		return
+	}
 	if w.arrays == 0 {
 		// Without an array on the way the path is concrete, and duplicate
 		// keys are rejected, so it cannot have been reported before; nor
@@ -180,7 +215,9 @@ func (w *jsonWalker) report(k listKind) {
 		// sits where this path has an object key.
 		start := len(r.buf)
 		r.buf = w.appendPath(r.buf, true)
-		r.spans[k] = append(r.spans[k], span{start: start, end: len(r.buf)})
+		if r.charge(start) {
+			r.spans[k] = append(r.spans[k], span{start: start, end: len(r.buf)})
+		}
 		return
 	}
 	// Below an array the same normalised path comes back for every
@@ -195,6 +232,9 @@ func (w *jsonWalker) report(k listKind) {
 	}
 	start := len(r.buf)
 	r.buf = w.appendPath(r.buf, true)
+	if !r.charge(start) {
+		return
+	}
 	r.spans[k] = append(r.spans[k], span{start: start, end: len(r.buf), owner: id})
 	e.spans[k] = int32(len(r.spans[k]))
 }
@@ -345,33 +385,49 @@ func (w *jsonWalker) value(n *node, emit, keep bool, xf *Transform, depth int) (
 		if w.skipValue(depth) {
 			return false, nil
 		}
+		w.steps += w.pos - start
 		w.pos, w.keys, w.arena = start, w.keys[:keys], w.arena[:arena]
 		w.noSkip = true
 	}
-	if keep && xf == nil && (n == nil || !n.hasXf) && !w.noSkip && (c == '{' || c == '[') {
+	if keep && xf == nil && (n == nil || !n.hasXf) && !w.noSkip && depth <= w.fastStop && (c == '{' || c == '[') {
 		// A container sent whole, with no transform in or below it: the
 		// emitting walk would copy every token as it is and report
-		// nothing (paths below a kept one are not reported), so validate it with the light walker and copy it in
-		// one go. The card guard would have nothing to do when the whole
-		// subtree has fewer than 13 digits (an escaped digit is at least
-		// three raw ones); otherwise it must walk the subtree after all.
+		// nothing (paths below a kept one are not reported), so validate
+		// it with the light walker and copy it in one go. The card guard
+		// would have nothing to do when the whole subtree has fewer than
+		// 13 digits (an escaped digit is at least three raw ones);
+		// otherwise it must walk the subtree after all.
 		start, keys, arena := w.pos, len(w.keys), len(w.arena)
 		if w.skipValue(depth) {
 			raw := w.src[start:w.pos]
+			w.steps += len(raw)
 			if w.opt.Cards == CardsAllow || countDigits(raw) < 13 {
+				w.steps += len(raw)
 				w.dst = appendCompact(w.dst, raw)
 				return true, nil
 			}
+			w.steps += w.pos - start
+			w.pos, w.keys, w.arena = start, w.keys[:keys], w.arena[:arena]
+			if depth+fastRetry < w.fastStop {
+				// Most of a kept record has no digits: its members may
+				// still be copied in one go, but a failed try rescans
+				// its subtree, so only a few levels down from here
+				// (each byte is scanned at most fastRetry+1 times).
+				stop := w.fastStop
+				w.fastStop = depth + fastRetry
+				produced, err := w.container(c, n, emit, keep, xf, depth)
+				w.fastStop = stop
+				return produced, err
+			}
 		} else {
+			w.steps += w.pos - start
+			w.pos, w.keys, w.arena = start, w.keys[:keys], w.arena[:arena]
 			w.noSkip = true
 		}
-		w.pos, w.keys, w.arena = start, w.keys[:keys], w.arena[:arena]
 	}
 	switch c {
-	case '{':
-		return w.object(n, emit, keep, xf, depth+1)
-	case '[':
-		return w.array(n, emit, keep, xf, depth+1)
+	case '{', '[':
+		return w.container(c, n, emit, keep, xf, depth)
 	case '"':
 		return w.str(n, emit, keep, xf)
 	case 't':
@@ -386,6 +442,13 @@ func (w *jsonWalker) value(n *node, emit, keep bool, xf *Transform, depth int) (
 		}
 		return false, w.syntax("invalid character")
 	}
+}
+
+func (w *jsonWalker) container(c byte, n *node, emit, keep bool, xf *Transform, depth int) (bool, error) {
+	if c == '{' {
+		return w.object(n, emit, keep, xf, depth+1)
+	}
+	return w.array(n, emit, keep, xf, depth+1)
 }
 
 // appendCompact appends the valid JSON value raw without the whitespace
@@ -434,6 +497,7 @@ func (w *jsonWalker) pushKey(rawStart, rawEnd int, esc bool, keysStart int, d *d
 	kStart, kEnd := rawStart+1, rawEnd-1
 	kb = w.src[kStart:kEnd]
 	if esc {
+		w.steps += len(kb)
 		kStart = len(w.arena)
 		w.arena = unescape(w.arena, kb)
 		kEnd = len(w.arena)
@@ -444,15 +508,20 @@ func (w *jsonWalker) pushKey(rawStart, rawEnd int, esc bool, keysStart int, d *d
 		ends = uint16(kb[0])<<8 | uint16(kb[len(kb)-1])
 	}
 	if d.seen != nil {
+		w.steps += 2 * len(kb)
 		_, dup = d.seen[string(kb)]
 		d.seen[string(kb)] = struct{}{}
 	} else {
 		bit := uint64(1) << ((uint(len(kb)) ^ uint(ends)<<1 ^ uint(ends)>>5) & 63)
 		if d.filter&bit != 0 {
+			w.steps += len(w.keys) - keysStart
 			for _, k := range w.keys[keysStart:] {
-				if k.end-k.start == len(kb) && k.ends == ends && string(w.keyBytes(k)) == string(kb) {
-					dup = true
-					break
+				if k.end-k.start == len(kb) && k.ends == ends {
+					w.steps += len(kb)
+					if string(w.keyBytes(k)) == string(kb) {
+						dup = true
+						break
+					}
 				}
 			}
 		}
@@ -460,8 +529,10 @@ func (w *jsonWalker) pushKey(rawStart, rawEnd int, esc bool, keysStart int, d *d
 		if len(w.keys)-keysStart >= dupMapMin {
 			d.seen = make(map[string]struct{}, 2*dupMapMin)
 			for _, k := range w.keys[keysStart:] {
+				w.steps += k.end - k.start
 				d.seen[string(w.keyBytes(k))] = struct{}{}
 			}
+			w.steps += len(kb)
 			d.seen[string(kb)] = struct{}{}
 		}
 	}
@@ -628,6 +699,7 @@ func (w *jsonWalker) object(n *node, emit, keep bool, xf *Transform, depth int) 
 		w.segs = append(w.segs, pathSeg{idx: -len(w.keys), prev: prev})
 		if dup {
 			w.pathBuf = w.appendPath(w.pathBuf[:0], false)
+			w.steps += len(w.pathBuf) + w.pos - rawStart
 			w.pos = rawStart
 			return false, w.syntax("duplicate key at " + string(w.pathBuf))
 		}
@@ -643,11 +715,12 @@ func (w *jsonWalker) object(n *node, emit, keep bool, xf *Transform, depth int) 
 		if emit {
 			var c *node
 			if n != nil {
+				w.steps += len(kb)
 				c = n.lookup(kb)
 			}
 			full := c
 			cemit, ckeep, cxf, cn = decide(keep, xf, c)
-			if cemit && w.opt.Cards != CardsAllow && hasCard(kb) {
+			if cemit && w.opt.Cards != CardsAllow && w.hasCard(kb) {
 				// A key cannot be partly redacted without risking a
 				// duplicate, so the member goes.
 				if w.opt.Cards == CardsBlock {
@@ -807,7 +880,14 @@ func (w *jsonWalker) transform(t *Transform, v []byte) {
 	if !ok {
 		w.tmp = append(w.tmp[:0], redacted...)
 	}
+	w.steps += len(v) + len(w.tmp)
 	w.dst = appendJSONString(w.dst, w.tmp)
+}
+
+// hasCard is hasCard, counting its scan (one or two passes over s).
+func (w *jsonWalker) hasCard(s []byte) bool {
+	w.steps += len(s)
+	return hasCard(s)
 }
 
 func (w *jsonWalker) str(n *node, emit, keep bool, xf *Transform) (bool, error) {
@@ -826,6 +906,7 @@ func (w *jsonWalker) str(n *node, emit, keep bool, xf *Transform) (bool, error) 
 		return true, nil
 	}
 	if esc {
+		w.steps += len(content)
 		w.scratch = unescape(w.scratch[:0], content)
 		content = w.scratch
 	}
@@ -833,7 +914,7 @@ func (w *jsonWalker) str(n *node, emit, keep bool, xf *Transform) (bool, error) 
 		w.transform(xf, content)
 		return true, nil
 	}
-	if !hasCard(content) {
+	if !w.hasCard(content) {
 		w.dst = append(w.dst, raw...)
 		return true, nil
 	}
@@ -842,6 +923,7 @@ func (w *jsonWalker) str(n *node, emit, keep bool, xf *Transform) (bool, error) 
 	}
 	w.report(listCards)
 	w.tmp = redactCards(w.tmp[:0], content)
+	w.steps += len(content) + len(w.tmp)
 	w.dst = appendJSONString(w.dst, w.tmp)
 	return true, nil
 }
@@ -859,7 +941,7 @@ func (w *jsonWalker) number(n *node, emit, keep bool, xf *Transform) (bool, erro
 		w.transform(xf, lit)
 		return true, nil
 	}
-	if w.opt.Cards != CardsAllow && hasCard(lit) {
+	if w.opt.Cards != CardsAllow && w.hasCard(lit) {
 		if w.opt.Cards == CardsBlock {
 			return false, w.cardError()
 		}

@@ -13,6 +13,7 @@ type pathTable struct {
 	keys  []byte
 	slots []int32 // indices into ents, 0 = empty; a power of two in size
 	seed  maphash.Seed
+	steps int // work done, as in jsonWalker.steps: bytes hashed and compared, probes
 }
 
 // pathEnt is one interned path.
@@ -41,16 +42,30 @@ const (
 const minPathSlots = 64
 
 func (t *pathTable) reset() {
-	if len(t.ents) == 0 {
+	switch {
+	case len(t.ents) == 0:
 		// A zero seed would make maphash panic; a per-walker random seed
 		// keeps a hostile body from aiming for collisions.
 		t.seed = maphash.MakeSeed()
 		t.slots = make([]int32, minPathSlots)
-	} else if len(t.ents) > 2 {
+	case len(t.ents)*16 < len(t.slots):
+		// The slots grew for an earlier, larger call: clearing them all
+		// would make every later call pay for that one. Clear only the
+		// slots in use, found as intern found them.
+		mask := len(t.slots) - 1
+		for id := 2; id < len(t.ents); id++ {
+			i := int(t.ents[id].hash) & mask
+			for t.slots[i] != int32(id) {
+				i = (i + 1) & mask
+			}
+			t.slots[i] = 0
+		}
+	case len(t.ents) > 2:
 		clear(t.slots)
 	}
 	t.ents = append(t.ents[:0], pathEnt{}, pathEnt{})
 	t.keys = t.keys[:0]
+	t.steps = 0
 }
 
 // internPredicted is intern for the member of an object that follows the
@@ -64,6 +79,7 @@ func (t *pathTable) internPredicted(parent int32, seg []byte, prev int32) int32 
 	}
 	if g := *link; g != pathNone {
 		e := &t.ents[g]
+		t.steps += len(seg)
 		if e.parent == parent && string(t.keys[e.kStart:e.kEnd]) == string(seg) {
 			return g
 		}
@@ -83,7 +99,9 @@ func (t *pathTable) intern(parent int32, seg []byte) int32 {
 	h := uint32(maphash.Bytes(t.seed, seg)) ^ uint32(parent)*0x9E3779B1
 	mask := len(t.slots) - 1
 	i := int(h) & mask
+	t.steps += 2 * len(seg)
 	for {
+		t.steps++
 		s := t.slots[i]
 		if s == 0 {
 			break
@@ -107,6 +125,7 @@ func (t *pathTable) intern(parent int32, seg []byte) int32 {
 }
 
 func (t *pathTable) grow() {
+	t.steps += len(t.slots) + len(t.ents)
 	slots := make([]int32, 2*len(t.slots))
 	mask := len(slots) - 1
 	for id := 2; id < len(t.ents); id++ {

@@ -20,7 +20,20 @@ type Report struct {
 	// pairs under one removed name prefix (customer[email],
 	// customer[phone]...) are one node, as they would be in JSON.
 	RemovedCount int
+	// Truncated is set when the JSON paths would have taken more than
+	// twice the body's size plus 16 KiB to list, and the lists stop
+	// where the budget ran out (RemovedCount stays exact). Only a
+	// hostile body gets there: each path repeats the keys above it, so
+	// many members under a long key made of a 1 MB body a report of
+	// gigabytes. The filtered body is unaffected; a caller that must
+	// list every path refuses the request instead. (omitempty: a report
+	// that lists everything serialises as it did before the field.)
+	Truncated bool `json:",omitempty"`
 }
+
+// reportBudget is the most path bytes a JSON report of a body of n bytes
+// writes, counting those rolled back (see Report.Truncated).
+func reportBudget(n int) int { return 2*n + 16<<10 }
 
 type listKind uint8
 
@@ -43,6 +56,23 @@ type reportBuilder struct {
 	dedup [numLists][]int
 	seen  [numLists]map[string]struct{}
 	count int
+	// written counts the path bytes ever written, rolled back or not; a
+	// budget above zero caps it (see Report.Truncated).
+	written, budget int
+	truncated       bool
+}
+
+// charge accounts for the path just written at buf[start:]. Past the
+// budget it takes the path back, and every later one is refused too, so
+// that the bytes written stay within the budget plus one path.
+func (r *reportBuilder) charge(start int) bool {
+	r.written += len(r.buf) - start
+	if r.budget > 0 && r.written > r.budget {
+		r.buf = r.buf[:start]
+		r.truncated = true
+		return false
+	}
+	return true
 }
 
 type span struct {
@@ -142,6 +172,7 @@ func (r *reportBuilder) reset() {
 		r.seen[i] = nil
 	}
 	r.count = 0
+	r.written, r.budget, r.truncated = 0, 0, false
 }
 
 func (r *reportBuilder) build() *Report { return r.buildShared(nil) }
@@ -162,7 +193,7 @@ func (r *reportBuilder) buildShared(cache *atomic.Pointer[string]) *Report {
 		n += len(l)
 	}
 	if n == 0 {
-		return &Report{RemovedCount: r.count}
+		return &Report{RemovedCount: r.count, Truncated: r.truncated}
 	}
 	// One string for every path, and the Report allocated together with
 	// the backing array of its four lists when they are small.
@@ -184,7 +215,7 @@ func (r *reportBuilder) buildShared(cache *atomic.Pointer[string]) *Report {
 	default:
 		rep, strs = new(Report), make([]string, n)
 	}
-	rep.RemovedCount = r.count
+	rep.RemovedCount, rep.Truncated = r.count, r.truncated
 	var all string
 	if cache != nil && len(r.buf) <= maxSharedPaths {
 		if p := cache.Load(); p != nil && *p == string(r.buf) {
