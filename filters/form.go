@@ -35,6 +35,9 @@ func (m *Mask) formCounted(dst, src []byte, opt *Options) ([]byte, *Report, int,
 	if m.usesHMAC && len(opt.HMACKey) == 0 {
 		return dst, nil, 0, ErrNoHMACKey
 	}
+	if len(src) > maxInput {
+		return dst, nil, 0, errTooLarge
+	}
 	opt = sanitize(opt)
 	f := getFormState(opt)
 	defer f.release()
@@ -59,6 +62,9 @@ func Query(rawQuery string, allowed []string, opt *Options) (string, *Report, er
 
 // queryCounted is Query, also returning the work done in steps.
 func queryCounted(rawQuery string, allowed []string, opt *Options) (string, *Report, int, error) {
+	if len(rawQuery) > maxInput {
+		return "", nil, 0, errTooLarge
+	}
 	var zero Options
 	if opt == nil {
 		opt = &zero
@@ -127,7 +133,7 @@ type formState struct {
 	// the prefix string instead, a name of many "[]" hashed each of its
 	// prefixes: quadratic in its length.
 	prefixes pathTable
-	counters []int
+	counters []int32
 	offset   int
 	// steps counts work as jsonWalker.steps does: each pass over a pair
 	// or a name, report paths, interning.
@@ -154,7 +160,7 @@ func (f *formState) release() {
 		f.prefixes.reset()
 	}
 	if cap(f.key) > maxPooledBuf || cap(f.val) > maxPooledBuf || cap(f.rep.buf) > maxPooledBuf || cap(f.concrete.buf) > maxPooledBuf ||
-		cap(f.prefixes.keys) > maxPooledBuf || cap(f.prefixes.slots) > maxPooledBuf/4 || cap(f.counters) > maxPooledBuf/8 {
+		cap(f.prefixes.keys) > maxPooledBuf || cap(f.prefixes.slots) > maxPooledBuf/4 || cap(f.counters) > maxPooledBuf/4 {
 		return
 	}
 	formPool.Put(f)
@@ -393,6 +399,11 @@ func (f *formState) parseName() error {
 	// "[]" needs one.
 	prefix := pathNone
 	for i < len(key) {
+		if len(f.segs) >= maxDepth {
+			// As deep as JSON may nest; the segments of one name are
+			// held at once.
+			return f.syntax("parameter name nested too deep")
+		}
 		if key[i] != '[' {
 			return f.syntax("text after ']' in parameter name")
 		}
@@ -408,7 +419,7 @@ func (f *formState) parseName() error {
 			if prefix == pathNone {
 				prefix = f.internPrefix()
 			}
-			idx := f.counters[prefix]
+			idx := int(f.counters[prefix])
 			f.counters[prefix]++
 			f.segs = append(f.segs, formSeg{idx: idx})
 			prefix = f.intern(prefix, nil)

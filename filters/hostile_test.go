@@ -234,14 +234,19 @@ var hostileShapes = []hostileShape{
 
 	{name: "form/many-pairs", kind: "form", fields: []string{"k1"},
 		gen: pairs(func(i int) string { return "k" + strconv.Itoa(i) + "=1" })},
-	{name: "form/deep-brackets-kept", kind: "form", fields: []string{"a"}, gen: func(n int) []byte {
+	// Names as deep as allowed (maxDepth segments), and one name deeper.
+	{name: "form/deep-brackets-kept", kind: "form", fields: []string{"a"},
+		gen: pairs(func(int) string { return "a" + strings.Repeat("[b]", hostileDepth) + "=1" })},
+	{name: "form/deep-brackets-removed", kind: "form", fields: []string{"x"},
+		gen: pairs(func(int) string { return "a" + strings.Repeat("[b]", hostileDepth) + "=1" })},
+	{name: "form/deep-brackets-one-name", kind: "form", fields: []string{"a"}, rejected: true, gen: func(n int) []byte {
 		return append(repeatTo([]byte("a"), "[b]", n, 2), "=1"...)
 	}},
-	{name: "form/deep-brackets-removed", kind: "form", fields: []string{"x"}, gen: func(n int) []byte {
-		return append(repeatTo([]byte("a"), "[b]", n, 2), "=1"...)
-	}},
-	// "[]" numbers by prefix: one long name of them.
-	{name: "form/empty-brackets", kind: "form", fields: []string{"a"}, gen: func(n int) []byte {
+	// "[]" is numbered per prefix: every prefix of these names is new, so
+	// each needs a counter of its own.
+	{name: "form/empty-brackets", kind: "form", fields: []string{"a"},
+		gen: pairs(func(i int) string { return "x" + strconv.Itoa(i) + strings.Repeat("[]", hostileDepth) + "=1" })},
+	{name: "form/empty-brackets-one-name", kind: "form", fields: []string{"a"}, rejected: true, gen: func(n int) []byte {
 		return append(repeatTo([]byte("a"), "[]", n, 2), "=1"...)
 	}},
 	{name: "form/empty-brackets-repeated", kind: "form", fields: []string{"a"},
@@ -259,9 +264,8 @@ var hostileShapes = []hostileShape{
 		gen: pairs(func(i int) string { return "expand[]=x" + strconv.Itoa(i) })},
 	{name: "query/many", kind: "query", allowed: []string{"expand"},
 		gen: pairs(func(i int) string { return "expand[]=a&limit=" + strconv.Itoa(i) })},
-	{name: "query/empty-brackets", kind: "query", allowed: []string{"expand"}, gen: func(n int) []byte {
-		return append(repeatTo([]byte("expand"), "[]", n, 2), "=1"...)
-	}},
+	{name: "query/empty-brackets", kind: "query", allowed: []string{"expand"},
+		gen: pairs(func(int) string { return "expand" + strings.Repeat("[]", hostileDepth) + "=1" })},
 }
 
 // hostileRun filters body as shape s says, returning the steps counted.

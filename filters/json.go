@@ -16,15 +16,28 @@ import (
 // on it: every level is walked a bounded number of times (see fastRetry).
 const maxDepth = 1000
 
+// maxInput is the largest input a filter takes: offsets and counts into it
+// are kept in 32 bits, where a few of them are held per key.
+const maxInput = 1<<31 - 1
+
+// errTooLarge is the error of an input over maxInput.
+var errTooLarge = &SyntaxError{Msg: "input larger than 2 GiB"}
+
 // fastRetry is how many levels below a kept container that had to be walked
 // (see value) may still try the light walker. Each try rescans what it
 // covers, so without a bound a deep body would be rescanned once per level.
 const fastRetry = 2
 
-// dupMapMin is the object size from which duplicate keys are found with a
-// map instead of a scan, keeping huge objects linear without allocating for
-// ordinary ones.
+// dupMapMin is the object size from which duplicate keys are found with
+// the walker's dupTable instead of a scan, keeping huge objects linear
+// without hashing every key of ordinary ones.
 const dupMapMin = 32
+
+// dupMaxCompares is how many keys of an object may be compared byte for
+// byte (they got past the length and end bytes filter) before the object
+// switches to the dupTable early: keys made alike would otherwise be
+// compared with up to dupMapMin others each.
+const dupMaxCompares = 8
 
 // JSON appends to dst the JSON document src reduced to the mask, and
 // reports what it kept and removed. On error dst is returned unchanged:
@@ -52,6 +65,9 @@ func (m *Mask) jsonCounted(dst, src []byte, opt *Options) (_ []byte, _ *Report, 
 	if m.usesHMAC && len(opt.HMACKey) == 0 {
 		return dst, nil, 0, ErrNoHMACKey
 	}
+	if len(src) > maxInput {
+		return dst, nil, 0, errTooLarge
+	}
 	opt = sanitize(opt)
 	w := walkerPool.Get().(*jsonWalker)
 	defer w.release()
@@ -60,7 +76,7 @@ func (m *Mask) jsonCounted(dst, src []byte, opt *Options) (_ []byte, _ *Report, 
 	w.rep.budget = reportBudget(len(src))
 	// The forward moves of pos are work too: rewinds add what they undo
 	// to steps, so the final pos completes the count.
-	defer func() { steps = w.steps + w.pos + w.paths.steps + w.rep.written }()
+	defer func() { steps = w.steps + w.pos + w.paths.steps + w.dups.steps + w.rep.written }()
 
 	w.ws()
 	if w.pos >= len(src) {
@@ -90,6 +106,7 @@ var zeroOptions Options
 
 var walkerPool = sync.Pool{New: func() any {
 	w := new(jsonWalker)
+	w.paths.linked = true
 	w.paths.reset()
 	return w
 }}
@@ -110,6 +127,7 @@ type jsonWalker struct {
 	arrays  int           // array-index segments in segs
 	noSkip  bool          // skipValue failed: describe the error with value
 	keys    []keyRef      // keys of every open object, for duplicate detection
+	dups    dupTable      // duplicate detection in large objects
 	specs   []speculation // open speculations, innermost last
 	arena   []byte        // unescaped keys that contained escapes
 	scratch []byte        // unescaped string values
@@ -164,6 +182,7 @@ func (w *jsonWalker) release() {
 	w.rep.reset()
 	w.paths.reset()
 	w.segs, w.keys, w.specs, w.arrays, w.noSkip = w.segs[:0], w.keys[:0], w.specs[:0], 0, false
+	w.dups.reset()
 	w.arena, w.scratch, w.tmp = w.arena[:0], w.scratch[:0], w.tmp[:0]
 	if cap(w.arena) > maxPooledBuf || cap(w.scratch) > maxPooledBuf || cap(w.rep.buf) > maxPooledBuf ||
 		cap(w.keys) > maxPooledBuf/16 || cap(w.segs) > maxPooledBuf/16 ||
@@ -226,7 +245,7 @@ func (w *jsonWalker) report(k listKind) {
 	if id == pathNone {
 		id = w.pathID()
 	}
-	e := &w.paths.ents[id]
+	e := &w.paths.links[id]
 	if i := int(e.spans[k]) - 1; i >= 0 && i < len(r.spans[k]) && r.spans[k][i].owner == id {
 		return
 	}
@@ -480,7 +499,9 @@ func appendCompact(dst, raw []byte) []byte {
 // dupKeys is the duplicate-key state of one open object besides its keys
 // in w.keys.
 type dupKeys struct {
-	seen map[string]struct{} // from dupMapMin keys on
+	tag int32 // the object's tag in w.dups once it uses it, else 0
+	// compares counts the keys compared byte for byte in the scan.
+	compares int32
 	// filter has a bit per hash of length, first and last byte of each
 	// key so far: most keys differ from all earlier ones there, and skip
 	// the scan.
@@ -507,37 +528,33 @@ func (w *jsonWalker) pushKey(rawStart, rawEnd int, esc bool, keysStart int, d *d
 	if len(kb) > 0 {
 		ends = uint16(kb[0])<<8 | uint16(kb[len(kb)-1])
 	}
-	if d.seen != nil {
-		w.steps += 2 * len(kb)
-		_, dup = d.seen[string(kb)]
-		d.seen[string(kb)] = struct{}{}
-	} else {
-		bit := uint64(1) << ((uint(len(kb)) ^ uint(ends)<<1 ^ uint(ends)>>5) & 63)
-		if d.filter&bit != 0 {
-			w.steps += len(w.keys) - keysStart
-			for _, k := range w.keys[keysStart:] {
-				if k.end-k.start == len(kb) && k.ends == ends {
-					w.steps += len(kb)
-					if string(w.keyBytes(k)) == string(kb) {
-						dup = true
-						break
-					}
+	w.keys = append(w.keys, keyRef{start: kStart, end: kEnd, ends: ends, arena: esc})
+	if d.tag != 0 {
+		return kb, w.dups.insert(d.tag, len(w.keys)-1, kb, w)
+	}
+	bit := uint64(1) << ((uint(len(kb)) ^ uint(ends)<<1 ^ uint(ends)>>5) & 63)
+	if d.filter&bit != 0 {
+		prev := w.keys[keysStart : len(w.keys)-1]
+		w.steps += len(prev)
+		for _, k := range prev {
+			if k.end-k.start == len(kb) && k.ends == ends {
+				w.steps += len(kb)
+				d.compares++
+				if string(w.keyBytes(k)) == string(kb) {
+					return kb, true
 				}
 			}
 		}
-		d.filter |= bit
-		if len(w.keys)-keysStart >= dupMapMin {
-			d.seen = make(map[string]struct{}, 2*dupMapMin)
-			for _, k := range w.keys[keysStart:] {
-				w.steps += k.end - k.start
-				d.seen[string(w.keyBytes(k))] = struct{}{}
-			}
-			w.steps += len(kb)
-			d.seen[string(kb)] = struct{}{}
+	}
+	d.filter |= bit
+	if len(w.keys)-keysStart > dupMapMin || d.compares > dupMaxCompares {
+		// Known to be free of duplicates: each key is inserted once.
+		d.tag = w.dups.newTag()
+		for i := keysStart; i < len(w.keys); i++ {
+			w.dups.insert(d.tag, i, w.keyBytes(w.keys[i]), w)
 		}
 	}
-	w.keys = append(w.keys, keyRef{start: kStart, end: kEnd, ends: ends, arena: esc})
-	return kb, dup
+	return kb, false
 }
 
 // skipValue validates the value at w.pos and moves past it, for removed

@@ -9,18 +9,28 @@ import "hash/maphash"
 // or "*" for an array index: the normalised path string is a function of
 // that sequence and determines it, so equal ids mean equal paths.
 type pathTable struct {
-	ents  []pathEnt
-	keys  []byte
-	slots []int32 // indices into ents, 0 = empty; a power of two in size
-	seed  maphash.Seed
-	steps int // work done, as in jsonWalker.steps: bytes hashed and compared, probes
+	ents []pathEnt
+	// links holds, beside each entry, what the JSON walker keeps about it
+	// (only when linked): the form's prefix counters do without, and its
+	// entries cost 16 bytes instead of 40.
+	links  []pathLinks
+	linked bool
+	keys   []byte
+	slots  []int32 // indices into ents, 0 = empty; a power of two in size
+	seed   maphash.Seed
+	steps  int // work done, as in jsonWalker.steps: bytes hashed and compared, probes
 }
 
-// pathEnt is one interned path.
+// pathEnt is one interned path. Offsets are int32: inputs stay below
+// maxInput.
 type pathEnt struct {
 	parent       int32 // ids stay far below 2^31: each is a distinct member of the body
 	hash         uint32
-	kStart, kEnd int
+	kStart, kEnd int32
+}
+
+// pathLinks is the JSON walker's part of an entry.
+type pathLinks struct {
 	// spans holds, per report list, 1 + the index of this path's span in
 	// that list. It is trusted only while that span still names this
 	// entry as its owner, so that a rollback of the report (which only
@@ -64,6 +74,9 @@ func (t *pathTable) reset() {
 		clear(t.slots)
 	}
 	t.ents = append(t.ents[:0], pathEnt{}, pathEnt{})
+	if t.linked {
+		t.links = append(t.links[:0], pathLinks{}, pathLinks{})
+	}
 	t.keys = t.keys[:0]
 	t.steps = 0
 }
@@ -73,9 +86,9 @@ func (t *pathTable) reset() {
 // time is checked first, so repeated array elements cost a comparison
 // instead of a hash.
 func (t *pathTable) internPredicted(parent int32, seg []byte, prev int32) int32 {
-	link := &t.ents[parent].first
+	link := &t.links[parent].first
 	if prev != pathNone {
-		link = &t.ents[prev].next
+		link = &t.links[prev].next
 	}
 	if g := *link; g != pathNone {
 		e := &t.ents[g]
@@ -85,11 +98,11 @@ func (t *pathTable) internPredicted(parent int32, seg []byte, prev int32) int32 
 		}
 	}
 	id := t.intern(parent, seg)
-	// intern may have grown ents: take the link again.
+	// intern may have grown links: take the link again.
 	if prev != pathNone {
-		t.ents[prev].next = id
+		t.links[prev].next = id
 	} else {
-		t.ents[parent].first = id
+		t.links[parent].first = id
 	}
 	return id
 }
@@ -113,9 +126,12 @@ func (t *pathTable) intern(parent int32, seg []byte) int32 {
 		i = (i + 1) & mask
 	}
 	id := int32(len(t.ents))
-	start := len(t.keys)
+	start := int32(len(t.keys))
 	t.keys = append(t.keys, seg...)
-	t.ents = append(t.ents, pathEnt{parent: parent, hash: h, kStart: start, kEnd: len(t.keys)})
+	t.ents = append(t.ents, pathEnt{parent: parent, hash: h, kStart: start, kEnd: int32(len(t.keys))})
+	if t.linked {
+		t.links = append(t.links, pathLinks{})
+	}
 	t.slots[i] = id
 	// Keep the load at most one half so that probes stay short.
 	if 2*len(t.ents) > len(t.slots) {
