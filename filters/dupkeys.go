@@ -10,13 +10,16 @@ import "hash/maphash"
 // cache. Here a key costs one hash, one probe sequence, 12 bytes of slot at
 // a load of at most one half, and no allocation.
 //
-// Entries are never deleted: when an object closes, its tag is never used
-// again, so its entries match nothing and only take room. The table is
-// therefore bounded by the keys of the large objects of the call, a fraction
-// of the body.
+// When an object closes its entries stay, matching nothing (its tag is not
+// used again), until the outermost open object using the table closes and
+// the table is emptied: so it holds at most the keys of one outermost large
+// object and those nested in it, and records of an array reuse the same
+// few slots.
 type dupTable struct {
 	slots []dupSlot // a power of two in size, or nil
 	used  int
+	pos   []int32 // the slots in use, to empty them without a full clear
+	open  int     // open objects using the table
 	seed  maphash.Seed
 	tags  int32 // the last tag handed out
 	steps int   // work, as in jsonWalker.steps
@@ -37,7 +40,24 @@ func (t *dupTable) newTag() int32 {
 		t.seed = maphash.MakeSeed()
 	}
 	t.tags++
+	t.open++
 	return t.tags
+}
+
+// closeTag ends an object that newTag started.
+func (t *dupTable) closeTag() {
+	if t.open--; t.open == 0 {
+		t.empty()
+	}
+}
+
+// empty clears the slots in use.
+func (t *dupTable) empty() {
+	t.steps += len(t.pos)
+	for _, i := range t.pos {
+		t.slots[i] = dupSlot{}
+	}
+	t.pos, t.used = t.pos[:0], 0
 }
 
 // insert adds key kb, at index idx of w.keys, to the object tagged tag,
@@ -65,6 +85,7 @@ func (t *dupTable) insert(tag int32, idx int, kb []byte, w *jsonWalker) (dup boo
 		i = (i + 1) & mask
 	}
 	t.slots[i] = dupSlot{hash: h, tag: tag, idx: int32(idx)}
+	t.pos = append(t.pos, int32(i))
 	t.used++
 	if 2*t.used > len(t.slots) {
 		t.grow()
@@ -76,29 +97,25 @@ func (t *dupTable) grow() {
 	t.steps += 3 * len(t.slots)
 	slots := make([]dupSlot, 2*len(t.slots))
 	mask := len(slots) - 1
-	for _, s := range t.slots {
-		if s.tag == 0 {
-			continue
-		}
+	for j, p := range t.pos {
+		s := t.slots[p]
 		i := int(s.hash^uint32(s.tag)*0x9E3779B1) & mask
 		for slots[i].tag != 0 {
 			i = (i + 1) & mask
 		}
 		slots[i] = s
+		t.pos[j] = int32(i)
 	}
 	t.slots = slots
 }
 
-// reset empties the table for the next call, or drops it when it is much
-// larger than this call needed (an earlier call grew it), so that no call
-// pays for clearing another's table.
+// reset empties the table for the next call (a call in error leaves
+// objects open), and drops a large one rather than keep it pooled.
 func (t *dupTable) reset() {
-	switch {
-	case t.used == 0:
-	case t.used*8 < len(t.slots) || len(t.slots) > maxPooledBuf/12:
-		t.slots = nil
-	default:
-		clear(t.slots)
+	if len(t.slots) > maxPooledBuf/12 || cap(t.pos) > maxPooledBuf/4 {
+		t.slots, t.pos, t.used = nil, nil, 0
+	} else if t.used > 0 {
+		t.empty()
 	}
-	t.used, t.tags, t.steps = 0, 0, 0
+	t.open, t.tags, t.steps = 0, 0, 0
 }

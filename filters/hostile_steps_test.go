@@ -57,6 +57,9 @@ func TestHostileSteps(t *testing.T) {
 				if steps > stepBudget(len(body)) {
 					t.Errorf("%d B: %d steps, over the budget of %d", len(body), steps, stepBudget(len(body)))
 				}
+				if s.maxRate > 0 && rate > s.maxRate {
+					t.Errorf("%d B: %.2f steps/B, over the %.2f of this shape", len(body), rate, s.maxRate)
+				}
 				// Allocation: the output (slices grow by doubling) and
 				// the parser's state and report.
 				if limit := 2*len(out) + allocPerByte*len(body) + 1<<20; alloc > limit {

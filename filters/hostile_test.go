@@ -21,6 +21,10 @@ type hostileShape struct {
 	// rejected: the body is refused (a *SyntaxError) at every size, which
 	// must cost no more than filtering it would.
 	rejected bool
+	// maxRate, when set, is a tighter bound than stepsPerByte on the steps
+	// per byte, for shapes whose cost is linear anyway but whose constant
+	// is the point.
+	maxRate float64
 }
 
 // hostileDepth nests just inside maxDepth (1000), so that the deep shapes
@@ -157,8 +161,9 @@ var hostileShapes = []hostileShape{
 		gen: members(`{"x":`, "}", func(i int) string { return `"k` + strconv.Itoa(i) + `":"1234567890"` })},
 	// Objects of keys of one length and the same first and last byte,
 	// differing only in the middle: the cheap duplicate filter lets them
-	// all through to a byte comparison.
-	{name: "json/colliding-keys", kind: "json", fields: []string{"zz"}, gen: func(n int) []byte {
+	// all through to a byte comparison, with up to dupMaxCompares others
+	// (with all 30 others: 15.5 steps/B).
+	{name: "json/colliding-keys", kind: "json", fields: []string{"zz"}, maxRate: 4, gen: func(n int) []byte {
 		b := []byte{'['}
 		pad := strings.Repeat("m", 120)
 		for len(b) < n-4200 {
@@ -173,6 +178,20 @@ var hostileShapes = []hostileShape{
 				b = append(b, `"a`+pad+strconv.Itoa(100+k)+`a":1`...)
 			}
 			b = append(b, '}')
+		}
+		return append(b, ']')
+	}},
+	// Records of more than dupMapMin keys, the same keys in each: every
+	// record's keys go to the duplicate table, where they must not pile up
+	// on one another.
+	{name: "json/big-records", kind: "json", fields: []string{"*/k1"}, gen: func(n int) []byte {
+		rec := members("", "", func(i int) string { return `"k` + strconv.Itoa(i) + `":1` })(300)
+		b := []byte{'['}
+		for len(b)+len(rec)+2 <= n {
+			if len(b) > 1 {
+				b = append(b, ',')
+			}
+			b = append(b, rec...)
 		}
 		return append(b, ']')
 	}},

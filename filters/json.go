@@ -641,6 +641,9 @@ func (w *jsonWalker) skipObject(depth int) bool {
 		case '}':
 			w.pos++
 			w.keys, w.arena = w.keys[:keysStart], w.arena[:arenaStart]
+			if dk.tag != 0 {
+				w.dups.closeTag()
+			}
 			return true
 		default:
 			return false
@@ -784,6 +787,9 @@ func (w *jsonWalker) object(n *node, emit, keep bool, xf *Transform, depth int) 
 				w.dst = append(w.dst, '}')
 			}
 			w.keys, w.arena = w.keys[:keysStart], w.arena[:arenaStart]
+			if dk.tag != 0 {
+				w.dups.closeTag()
+			}
 			return keep || wrote || (n != nil && n.litPath), nil
 		default:
 			return false, w.syntax("expected ',' or '}' in object")
