@@ -1,7 +1,12 @@
 package filters
 
 import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -11,7 +16,7 @@ import (
 // already (the first case of issue 10 took 900 steps per byte).
 const (
 	stepsPerByte = 16
-	stepsConst   = 20 << 10 // the report's own allowance (reportBudget) and a margin
+	stepsConst   = 12 << 10 // the report's own allowance (reportBudget) and a margin
 )
 
 func stepBudget(n int) int { return stepsPerByte*n + stepsConst }
@@ -76,5 +81,45 @@ func TestHostileSteps(t *testing.T) {
 				t.Errorf("steps per byte grow with size: %.2f at %d B, %.2f at %d B", first, sizes[0], last, sizes[len(sizes)-1])
 			}
 		})
+	}
+}
+
+var writeSeeds = flag.Bool("hostile.seeds", false, "TestWriteHostileSeeds: write the adversarial shapes as seeds of the fuzz targets under testdata/fuzz")
+
+// TestWriteHostileSeeds writes every adversarial shape, at 4 KiB, into the
+// seed corpus of FuzzJSON, FuzzForm or FuzzQuery, so that fuzzing starts
+// from the bodies that used to cost too much (go test runs the seeds
+// always, with the cost check of each target).
+//
+//	go test ./filters -run TestWriteHostileSeeds -hostile.seeds
+func TestWriteHostileSeeds(t *testing.T) {
+	if !*writeSeeds {
+		t.Skip("writes testdata; run with -hostile.seeds")
+	}
+	for i := range hostileShapes {
+		s := &hostileShapes[i]
+		body := s.gen(4 << 10)
+		spec := strings.Join(s.fields, "\n")
+		for p, x := range s.xfs {
+			spec += "\n" + p + "=" + x
+		}
+		spec = strings.TrimPrefix(spec, "\n")
+		target := map[string]string{"json": "FuzzJSON", "form": "FuzzForm", "query": "FuzzQuery"}[s.kind]
+		var b strings.Builder
+		b.WriteString("go test fuzz v1\n")
+		if s.kind == "query" {
+			fmt.Fprintf(&b, "string(%q)\nstring(%q)\n", body, strings.Join(s.allowed, ","))
+		} else {
+			fmt.Fprintf(&b, "[]byte(%q)\nstring(%q)\n", body, spec)
+		}
+		fmt.Fprintf(&b, "byte(%q)\n", rune(s.cards))
+		dir := filepath.Join("testdata", "fuzz", target)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		name := "hostile-" + strings.ReplaceAll(strings.TrimPrefix(s.name, s.kind+"/"), "/", "-")
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -24,7 +24,7 @@ type Report struct {
 	// customer[phone]...) are one node, as they would be in JSON.
 	RemovedCount int
 	// Truncated is set when the JSON paths would have taken more than
-	// twice the body's size plus 16 KiB to list, and the lists stop
+	// twice the body's size plus 8 KiB to list, and the lists stop
 	// where the budget ran out (RemovedCount stays exact). Only a
 	// hostile body gets there: each path repeats the keys above it, so
 	// many members under a long key made of a 1 MB body a report of
@@ -36,7 +36,7 @@ type Report struct {
 
 // reportBudget is the most path bytes a JSON report of a body of n bytes
 // writes, counting those rolled back (see Report.Truncated).
-func reportBudget(n int) int { return 2*n + 16<<10 }
+func reportBudget(n int) int { return 2*n + 8<<10 }
 
 type listKind uint8
 
