@@ -419,8 +419,7 @@ func (w *jsonWalker) value(n *node, emit, keep bool, xf *Transform, depth int) (
 		start, keys, arena := w.pos, len(w.keys), len(w.arena)
 		if w.skipValue(depth) {
 			raw := w.src[start:w.pos]
-			w.steps += len(raw)
-			if w.opt.Cards == CardsAllow || countDigits(raw) < 13 {
+			if w.opt.Cards == CardsAllow || w.countDigits(raw) < 13 {
 				w.steps += len(raw)
 				w.dst = appendCompact(w.dst, raw)
 				return true, nil
@@ -907,10 +906,15 @@ func (w *jsonWalker) transform(t *Transform, v []byte) {
 	w.dst = appendJSONString(w.dst, w.tmp)
 }
 
-// hasCard is hasCard, counting its scan (one or two passes over s).
+// hasCard and countDigits are the card guard's, counting their scans.
 func (w *jsonWalker) hasCard(s []byte) bool {
 	w.steps += len(s)
 	return hasCard(s)
+}
+
+func (w *jsonWalker) countDigits(s []byte) int {
+	w.steps += len(s)
+	return countDigits(s)
 }
 
 func (w *jsonWalker) str(n *node, emit, keep bool, xf *Transform) (bool, error) {
