@@ -19,6 +19,15 @@ const fuzzStepsPerByte = 2 * stepsPerByte
 
 func checkCost(t *testing.T, what string, n, steps int) {
 	t.Helper()
+	checkCostOut(t, what, n, steps, 0)
+}
+
+// checkCostOut is checkCost that also bounds the output.
+func checkCostOut(t *testing.T, what string, n, steps, out int) {
+	t.Helper()
+	if out > maxAmplification*n+1024 {
+		t.Fatalf("%s of %d bytes wrote %d", what, n, out)
+	}
 	if budget := fuzzStepsPerByte*n + stepsConst; steps > budget {
 		t.Fatalf("%s of %d bytes took %d steps, over the budget of %d (%.1f per byte)",
 			what, n, steps, budget, float64(steps)/float64(max(n, 1)))
@@ -142,7 +151,7 @@ func FuzzJSONCost(f *testing.F) {
 		doc := expandJSON(ops)
 		opt := &Options{Cards: CardGuard(mode % 3), HMACKey: []byte("fuzz")}
 		out, _, steps, err := m.jsonCounted(nil, doc, opt)
-		checkCost(t, "JSON", len(doc), steps)
+		checkCostOut(t, "JSON", len(doc), steps, len(out))
 		var se *SyntaxError
 		switch {
 		case err == nil:
@@ -208,7 +217,7 @@ func FuzzFormCost(f *testing.F) {
 			return
 		}
 		out, _, steps, err := m.formCounted(nil, body, opt)
-		checkCost(t, "form", len(body), steps)
+		checkCostOut(t, "form", len(body), steps, len(out))
 		if err == nil && bytes.IndexByte(out, ';') >= 0 {
 			t.Fatalf("';' in output %q", out)
 		}

@@ -130,7 +130,7 @@ func FuzzJSON(f *testing.F) {
 		opt := &Options{Cards: CardGuard(mode % 3), HMACKey: []byte("fuzz")}
 		prefix := []byte("prefix")
 		out, rep, steps, err := m.jsonCounted(prefix[:len(prefix):len(prefix)], doc, opt)
-		checkCost(t, "JSON", len(doc), steps)
+		checkCostOut(t, "JSON", len(doc), steps, len(out)-len(prefix))
 		if err != nil {
 			if !bytes.Equal(out, prefix) {
 				t.Fatalf("error %v but dst changed to %q", err, out)
@@ -214,7 +214,7 @@ func FuzzForm(f *testing.F) {
 		}
 		opt := &Options{Cards: CardGuard(mode % 3), HMACKey: []byte("fuzz")}
 		out, rep, steps, err := m.formCounted(nil, body, opt)
-		checkCost(t, "form", len(body), steps)
+		checkCostOut(t, "form", len(body), steps, len(out))
 		if err != nil {
 			var se *SyntaxError
 			if !errors.As(err, &se) && !errors.Is(err, ErrCardNumber) {
@@ -253,7 +253,7 @@ func FuzzQuery(f *testing.F) {
 		allowed := strings.Split(allowedCSV, ",")
 		opt := &Options{Cards: CardGuard(mode % 3)}
 		out, rep, steps, err := queryCounted(raw, allowed, opt)
-		checkCost(t, "query", len(raw), steps)
+		checkCostOut(t, "query", len(raw), steps, len(out))
 		if err != nil {
 			var se *SyntaxError
 			if !errors.As(err, &se) && !errors.Is(err, ErrCardNumber) {

@@ -207,6 +207,13 @@ var hostileShapes = []hostileShape{
 		b := repeatTo([]byte(`{"notes":"`), `\u00e9\n\"\\4\ud83d\ude00`, n, 2)
 		return append(b, `"}`...)
 	}},
+	// hmac over a container of one-digit numbers: each 2-byte element
+	// becomes a 66-byte string. Linear, but the output is 33 times the
+	// input (see maxAmplification).
+	{name: "json/hmac-every-leaf", kind: "json", xfs: map[string]string{"a": "hmac"}, gen: func(n int) []byte {
+		b := repeatTo([]byte(`{"a":[0`), ",1", n, 2)
+		return append(b, "]}"...)
+	}},
 	{name: "json/escaped-keys", kind: "json", fields: []string{"keep"},
 		gen: members(`{"keep":1,"x":`, "}", func(i int) string { return `"\u006b\n` + strconv.Itoa(i) + `":1` })},
 	{name: "json/many-numbers", kind: "json", fields: []string{"items"}, cards: CardsRedact, gen: func(n int) []byte {
@@ -279,6 +286,8 @@ var hostileShapes = []hostileShape{
 	{name: "form/escapes-cards", kind: "form", fields: []string{"notes"}, cards: CardsRedact, gen: func(n int) []byte {
 		return repeatTo([]byte("notes="), "1+2%203-4+", n, 0)
 	}},
+	{name: "form/hmac-every-pair", kind: "form", xfs: map[string]string{"a": "hmac"},
+		gen: pairs(func(int) string { return "a=" })},
 	{name: "form/many-expand", kind: "form", fields: []string{"expand"},
 		gen: pairs(func(i int) string { return "expand[]=x" + strconv.Itoa(i) })},
 	{name: "query/many", kind: "query", allowed: []string{"expand"},
