@@ -223,7 +223,7 @@ func (f *formState) reportRemoved(n int) {
 
 func (f *formState) cardError() error {
 	f.pathBuf = f.appendSegs(f.pathBuf[:0], len(f.segs), false)
-	return fmt.Errorf("filters: %w at %s", ErrCardNumber, f.pathBuf)
+	return fmt.Errorf("filters: %w at %s", ErrCardNumber, errPath(f.pathBuf))
 }
 
 // run parses every pair of src, asks decide what to do with it and writes

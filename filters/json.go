@@ -193,6 +193,24 @@ func (w *jsonWalker) release() {
 	walkerPool.Put(w)
 }
 
+// maxErrPath is the most of a path an error message quotes: the keys of a
+// hostile body can be megabytes long, and the message reaches the client,
+// the logs and the ledger.
+const maxErrPath = 256
+
+// errPath returns p for an error message, cut at maxErrPath bytes (on a
+// UTF-8 boundary) with the length of the whole.
+func errPath(p []byte) string {
+	if len(p) <= maxErrPath {
+		return string(p)
+	}
+	cut := maxErrPath
+	for cut > 0 && !utf8.RuneStart(p[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", p[:cut], len(p))
+}
+
 func (w *jsonWalker) syntax(msg string) error {
 	return &SyntaxError{Offset: int64(w.pos), Msg: msg}
 }
@@ -288,7 +306,7 @@ func (w *jsonWalker) pathID() int32 {
 
 func (w *jsonWalker) cardError() error {
 	w.pathBuf = w.appendPath(w.pathBuf[:0], false)
-	return fmt.Errorf("filters: %w at %s", ErrCardNumber, w.pathBuf)
+	return fmt.Errorf("filters: %w at %s", ErrCardNumber, errPath(w.pathBuf))
 }
 
 func (w *jsonWalker) ws() {
@@ -720,7 +738,7 @@ func (w *jsonWalker) object(n *node, emit, keep bool, xf *Transform, depth int) 
 			w.pathBuf = w.appendPath(w.pathBuf[:0], false)
 			w.steps += len(w.pathBuf) + w.pos - rawStart
 			w.pos = rawStart
-			return false, w.syntax("duplicate key at " + string(w.pathBuf))
+			return false, w.syntax("duplicate key at " + errPath(w.pathBuf))
 		}
 
 		w.ws()

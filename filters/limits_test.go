@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // TestLimits: what the package documentation's "Limits" promises, at and
@@ -113,5 +114,42 @@ func TestFormPrefixCounters(t *testing.T) {
 	want := []string{"a/0/x/0", "a/1/x/1", "a/2/y/0", "a/3/x/2", "a/4/0", "a/5/1", "b/0"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got  %q\nwant %q", got, want)
+	}
+}
+
+// TestErrorPathCut: an error quotes at most maxErrPath bytes of a path,
+// however long the keys, and says how long the path was.
+func TestErrorPathCut(t *testing.T) {
+	key := strings.Repeat("é", 1<<16)
+	m, _ := Compile([]string{"*"}, nil)
+	cases := []struct {
+		name string
+		run  func() error
+	}{
+		{"duplicate key", func() error {
+			_, _, err := m.JSON(nil, []byte(`{"`+key+`":{"a":1,"a":2}}`), nil)
+			return err
+		}},
+		{"card in JSON", func() error {
+			_, _, err := m.JSON(nil, []byte(`{"`+key+`":"4242424242424242"}`), nil)
+			return err
+		}},
+		{"card in a form", func() error {
+			_, _, err := m.Form(nil, []byte(key+"=4242424242424242"), nil)
+			return err
+		}},
+	}
+	for _, c := range cases {
+		err := c.run()
+		if err == nil {
+			t.Fatalf("%s: accepted", c.name)
+		}
+		msg := err.Error()
+		if len(msg) > maxErrPath+100 || !strings.Contains(msg, "bytes)") || !utf8.ValidString(msg) {
+			t.Errorf("%s: %d bytes: %.300q", c.name, len(msg), msg)
+		}
+	}
+	if got := errPath([]byte("a/b")); got != "a/b" {
+		t.Errorf("short path: %q", got)
 	}
 }
