@@ -17,6 +17,7 @@ type pathTable struct {
 	linked bool
 	keys   []byte
 	slots  []int32 // indices into ents, 0 = empty; a power of two in size
+	nslots int     // entries in slots
 	seed   maphash.Seed
 	steps  int // work done, as in jsonWalker.steps: bytes hashed and compared, probes
 }
@@ -27,6 +28,7 @@ type pathEnt struct {
 	parent       int32 // ids stay far below 2^31: each is a distinct member of the body
 	hash         uint32
 	kStart, kEnd int32
+	indexed      bool // in slots (intern), else found by other means (add)
 }
 
 // pathLinks is the JSON walker's part of an entry.
@@ -64,6 +66,9 @@ func (t *pathTable) reset() {
 		// slots in use, found as intern found them.
 		mask := len(t.slots) - 1
 		for id := 2; id < len(t.ents); id++ {
+			if !t.ents[id].indexed {
+				continue
+			}
 			i := int(t.ents[id].hash) & mask
 			for t.slots[i] != int32(id) {
 				i = (i + 1) & mask
@@ -78,7 +83,7 @@ func (t *pathTable) reset() {
 		t.links = append(t.links[:0], pathLinks{}, pathLinks{})
 	}
 	t.keys = t.keys[:0]
-	t.steps = 0
+	t.steps, t.nslots = 0, 0
 }
 
 // internPredicted is intern for the member of an object that follows the
@@ -128,15 +133,29 @@ func (t *pathTable) intern(parent int32, seg []byte) int32 {
 	id := int32(len(t.ents))
 	start := int32(len(t.keys))
 	t.keys = append(t.keys, seg...)
-	t.ents = append(t.ents, pathEnt{parent: parent, hash: h, kStart: start, kEnd: int32(len(t.keys))})
+	t.ents = append(t.ents, pathEnt{parent: parent, hash: h, kStart: start, kEnd: int32(len(t.keys)), indexed: true})
 	if t.linked {
 		t.links = append(t.links, pathLinks{})
 	}
 	t.slots[i] = id
 	// Keep the load at most one half so that probes stay short.
-	if 2*len(t.ents) > len(t.slots) {
+	if t.nslots++; 2*t.nslots > len(t.slots) {
 		t.grow()
 	}
+	return id
+}
+
+// add makes an entry for parent + seg without indexing it: the caller
+// finds it again by other means (formState.internEmpty).
+func (t *pathTable) add(parent int32, seg []byte) int32 {
+	id := int32(len(t.ents))
+	start := int32(len(t.keys))
+	t.keys = append(t.keys, seg...)
+	t.ents = append(t.ents, pathEnt{parent: parent, kStart: start, kEnd: int32(len(t.keys))})
+	if t.linked {
+		t.links = append(t.links, pathLinks{})
+	}
+	t.steps += len(seg) + 1
 	return id
 }
 
@@ -145,6 +164,9 @@ func (t *pathTable) grow() {
 	slots := make([]int32, 2*len(t.slots))
 	mask := len(slots) - 1
 	for id := 2; id < len(t.ents); id++ {
+		if !t.ents[id].indexed {
+			continue
+		}
 		i := int(t.ents[id].hash) & mask
 		for slots[i] != 0 {
 			i = (i + 1) & mask
