@@ -93,8 +93,16 @@ const linearDedupMax = 32
 // by the spans' hashes. A map[string]struct{} copied every path and
 // allocated for it.
 type spanSet struct {
-	slots []int32 // 1 + the span's index, 0 = empty; a power of two in size
+	slots []spanSlot // a power of two in size
 	used  int
+}
+
+// spanSlot holds the hash beside the index, so that a probe past other
+// paths reads only the slots: each span it read was a cache miss once the
+// report outgrew the cache.
+type spanSlot struct {
+	hash uint32
+	idx  int32 // 1 + the span's index, 0 = empty
 }
 
 // add records path p (already normalised) in list k unless present.
@@ -109,8 +117,8 @@ func (r *reportBuilder) add(k listKind, p []byte) {
 	if set.slots != nil {
 		mask := len(set.slots) - 1
 		i := int(h) & mask
-		for ; set.slots[i] != 0; i = (i + 1) & mask {
-			if r.sameSpan(k, set.slots[i]-1, h, p) {
+		for ; set.slots[i].idx != 0; i = (i + 1) & mask {
+			if set.slots[i].hash == h && r.sameSpan(k, set.slots[i].idx-1, h, p) {
 				return
 			}
 		}
@@ -128,7 +136,7 @@ func (r *reportBuilder) add(k listKind, p []byte) {
 	r.dedup[k] = append(r.dedup[k], idx)
 	switch {
 	case slot >= 0:
-		set.slots[slot] = idx + 1
+		set.slots[slot] = spanSlot{hash: h, idx: idx + 1}
 		if set.used++; 2*set.used > len(set.slots) {
 			r.rebuildSet(k, 2*len(set.slots))
 		}
@@ -150,15 +158,16 @@ func (r *reportBuilder) rebuildSet(k listKind, n int) {
 		set.slots = set.slots[:n]
 		clear(set.slots)
 	} else {
-		set.slots = make([]int32, n)
+		set.slots = make([]spanSlot, n)
 	}
 	mask := n - 1
 	for _, idx := range r.dedup[k] {
-		i := int(r.spans[k][idx].hash) & mask
-		for set.slots[i] != 0 {
+		h := r.spans[k][idx].hash
+		i := int(h) & mask
+		for set.slots[i].idx != 0 {
 			i = (i + 1) & mask
 		}
-		set.slots[i] = idx + 1
+		set.slots[i] = spanSlot{hash: h, idx: idx + 1}
 	}
 	set.used = len(r.dedup[k])
 }
