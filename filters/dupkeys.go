@@ -62,7 +62,7 @@ func (t *dupTable) empty() {
 
 // insert adds key kb, at index idx of w.keys, to the object tagged tag,
 // unless the object already holds it: then it reports true and adds
-// nothing. keyAt returns the bytes of an index.
+// nothing. The keys it compares with are read through w.
 func (t *dupTable) insert(tag int32, idx int, kb []byte, w *jsonWalker) (dup bool) {
 	h := uint32(maphash.Bytes(t.seed, kb))
 	mask := len(t.slots) - 1
