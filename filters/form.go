@@ -15,17 +15,28 @@ import (
 // occurrence of its prefix). Kept pairs are copied in their original
 // encoding and order, transformed or redacted values are re-encoded, and
 // indices are kept as sent: unlike JSON arrays, nothing is compacted. On
-// error dst is returned unchanged.
+// error dst is returned unchanged. Time and memory are linear in len(src)
+// whatever it holds.
 func (m *Mask) Form(dst, src []byte, opt *Options) ([]byte, *Report, error) {
+	out, rep, _, err := m.formCounted(dst, src, opt)
+	return out, rep, err
+}
+
+// formCounted is Form, also returning the work done in steps (see
+// formState.steps).
+func (m *Mask) formCounted(dst, src []byte, opt *Options) ([]byte, *Report, int, error) {
 	if m == nil || m.root == nil {
-		return dst, nil, errors.New("filters: nil Mask")
+		return dst, nil, 0, errors.New("filters: nil Mask")
 	}
 	var zero Options
 	if opt == nil {
 		opt = &zero
 	}
 	if m.usesHMAC && len(opt.HMACKey) == 0 {
-		return dst, nil, ErrNoHMACKey
+		return dst, nil, 0, ErrNoHMACKey
+	}
+	if len(src) > maxInput {
+		return dst, nil, 0, errTooLarge
 	}
 	opt = sanitize(opt)
 	f := getFormState(opt)
@@ -33,11 +44,11 @@ func (m *Mask) Form(dst, src []byte, opt *Options) ([]byte, *Report, error) {
 	orig := len(dst)
 	out, err := f.run(dst, src, m.formPair)
 	if err != nil {
-		return dst[:orig], nil, err
+		return dst[:orig], nil, f.totalSteps(), err
 	}
 	rep := f.rep.build()
 	rep.RemovedCount = len(f.concrete.spans[0])
-	return out, rep, nil
+	return out, rep, f.totalSteps(), nil
 }
 
 // Query filters a raw query string (without "?") to the parameters whose
@@ -45,6 +56,15 @@ func (m *Mask) Form(dst, src []byte, opt *Options) ([]byte, *Report, error) {
 // case-insensitively. Kept pairs keep their encoding and order; values and
 // names are card-guarded per opt.
 func Query(rawQuery string, allowed []string, opt *Options) (string, *Report, error) {
+	out, rep, _, err := queryCounted(rawQuery, allowed, opt)
+	return out, rep, err
+}
+
+// queryCounted is Query, also returning the work done in steps.
+func queryCounted(rawQuery string, allowed []string, opt *Options) (string, *Report, int, error) {
+	if len(rawQuery) > maxInput {
+		return "", nil, 0, errTooLarge
+	}
 	var zero Options
 	if opt == nil {
 		opt = &zero
@@ -54,6 +74,7 @@ func Query(rawQuery string, allowed []string, opt *Options) (string, *Report, er
 	defer f.release()
 	out, err := f.run(make([]byte, 0, len(rawQuery)), []byte(rawQuery), func(f *formState, p *pair) (pairAction, error) {
 		base := f.segBytes(f.segs[0])
+		f.steps += len(allowed) * len(base)
 		for _, a := range allowed {
 			if strings.EqualFold(a, string(base)) {
 				f.reportSegs(listKept, 1)
@@ -64,11 +85,11 @@ func Query(rawQuery string, allowed []string, opt *Options) (string, *Report, er
 		return drop, nil
 	})
 	if err != nil {
-		return "", nil, err
+		return "", nil, f.totalSteps(), err
 	}
 	rep := f.rep.build()
 	rep.RemovedCount = len(f.concrete.spans[0])
-	return string(out), rep, nil
+	return string(out), rep, f.totalSteps(), nil
 }
 
 type pairAction uint8
@@ -106,8 +127,17 @@ type formState struct {
 	tmp      []byte
 	pathBuf  []byte
 	num      [20]byte
-	counters map[string]int // next index of each "prefix[]"
+	// prefixes interns the name prefixes that precede a "[]" as
+	// (prefix, segment) pairs, and counters holds, by id, the next index
+	// of the "[]" after each and the id of that prefix with the "[]".
+	// Keyed by the prefix string instead, a name of many "[]" hashed each
+	// of its prefixes: quadratic in its length.
+	prefixes pathTable
+	counters []prefixCounter
 	offset   int
+	// steps counts work as jsonWalker.steps does: each pass over a pair
+	// or a name, report paths, interning.
+	steps int
 }
 
 var formPool = sync.Pool{New: func() any { return new(formState) }}
@@ -125,11 +155,19 @@ func (f *formState) release() {
 	f.rep.reset()
 	f.concrete.reset()
 	f.key, f.val, f.segs, f.tmp = f.key[:0], f.val[:0], f.segs[:0], f.tmp[:0]
-	f.counters = nil
-	if cap(f.key) > maxPooledBuf || cap(f.val) > maxPooledBuf || cap(f.rep.buf) > maxPooledBuf || cap(f.concrete.buf) > maxPooledBuf {
+	f.counters, f.steps = f.counters[:0], 0
+	if len(f.prefixes.ents) > 0 {
+		f.prefixes.reset()
+	}
+	if cap(f.key) > maxPooledBuf || cap(f.val) > maxPooledBuf || cap(f.rep.buf) > maxPooledBuf || cap(f.concrete.buf) > maxPooledBuf ||
+		cap(f.prefixes.keys) > maxPooledBuf || cap(f.prefixes.slots) > maxPooledBuf/4 || cap(f.counters) > maxPooledBuf/4 {
 		return
 	}
 	formPool.Put(f)
+}
+
+func (f *formState) totalSteps() int {
+	return f.steps + f.prefixes.steps + f.rep.written + f.concrete.written
 }
 
 func (f *formState) syntax(msg string) error {
@@ -171,18 +209,21 @@ func allDigits(b []byte) bool {
 
 func (f *formState) reportSegs(k listKind, n int) {
 	f.pathBuf = f.appendSegs(f.pathBuf[:0], n, true)
+	// Writing, hashing and comparing the path.
+	f.steps += 3 * len(f.pathBuf)
 	f.rep.add(k, f.pathBuf)
 }
 
 func (f *formState) reportRemoved(n int) {
 	f.reportSegs(listRemoved, n)
 	f.pathBuf = f.appendSegs(f.pathBuf[:0], n, false)
+	f.steps += 3 * len(f.pathBuf)
 	f.concrete.add(0, f.pathBuf)
 }
 
 func (f *formState) cardError() error {
 	f.pathBuf = f.appendSegs(f.pathBuf[:0], len(f.segs), false)
-	return fmt.Errorf("filters: %w at %s", ErrCardNumber, f.pathBuf)
+	return fmt.Errorf("filters: %w at %s", ErrCardNumber, errPath(f.pathBuf))
 }
 
 // run parses every pair of src, asks decide what to do with it and writes
@@ -197,6 +238,8 @@ func (f *formState) run(dst, src []byte, decide func(*formState, *pair) (pairAct
 			end += start
 		}
 		raw := src[start:end]
+		// Finding the pair, its ';' check, and decoding it.
+		f.steps += 3*len(raw) + 1
 		f.offset = start
 		start = end + 1
 		if len(raw) == 0 {
@@ -228,7 +271,7 @@ func (f *formState) run(dst, src []byte, decide func(*formState, *pair) (pairAct
 		if act == drop {
 			continue
 		}
-		if f.opt.Cards != CardsAllow && hasCard(f.key) {
+		if f.opt.Cards != CardsAllow && f.hasCard(f.key) {
 			if f.opt.Cards == CardsBlock {
 				return dst, f.cardError()
 			}
@@ -243,7 +286,7 @@ func (f *formState) run(dst, src []byte, decide func(*formState, *pair) (pairAct
 		wrote = true
 		switch act {
 		case keepRaw:
-			if f.opt.Cards == CardsAllow || !hasCard(f.val) {
+			if f.opt.Cards == CardsAllow || !f.hasCard(f.val) {
 				dst = append(dst, raw...)
 				break
 			}
@@ -252,6 +295,7 @@ func (f *formState) run(dst, src []byte, decide func(*formState, *pair) (pairAct
 			}
 			f.reportSegs(listCards, len(f.segs))
 			f.tmp = redactCards(f.tmp[:0], f.val)
+			f.steps += len(f.val) + 3*len(f.tmp)
 			dst = append(dst, p.rawKey...)
 			dst = append(dst, '=')
 			dst = appendQueryEscape(dst, f.tmp)
@@ -265,12 +309,20 @@ func (f *formState) run(dst, src []byte, decide func(*formState, *pair) (pairAct
 			if !ok {
 				f.tmp = append(f.tmp[:0], redacted...)
 			}
+			// As in jsonWalker.transform: the output is bounded per value.
+			f.steps += len(f.val) + 1
 			dst = append(dst, p.rawKey...)
 			dst = append(dst, '=')
 			dst = appendQueryEscape(dst, f.tmp)
 		}
 	}
 	return dst, nil
+}
+
+// hasCard is hasCard, counting its scan.
+func (f *formState) hasCard(s []byte) bool {
+	f.steps += len(s)
+	return hasCard(s)
 }
 
 // formPair walks the mask along the name of the current pair.
@@ -282,7 +334,9 @@ func (m *Mask) formPair(f *formState, p *pair) (pairAction, error) {
 		if n == nil {
 			break
 		}
-		c := n.lookup(f.segBytes(s))
+		seg := f.segBytes(s)
+		f.steps += len(seg) + 1
+		c := n.lookup(seg)
 		if c == nil && !keep {
 			f.reportRemoved(i + 1)
 			return drop, nil
@@ -338,8 +392,19 @@ func (f *formState) parseName() error {
 	if bytes.IndexByte(key[:i], ']') >= 0 {
 		return f.syntax("unbalanced ']' in parameter name")
 	}
+	// Finding the brackets is one pass over the name, and so is interning
+	// its prefixes when it has a "[]".
+	f.steps += 2*len(key) + 1
 	f.segs = append(f.segs, formSeg{start: 0, end: i, idx: -1})
+	// prefix is the interned id of the name up to i, pathNone until a
+	// "[]" needs one.
+	prefix := pathNone
 	for i < len(key) {
+		if len(f.segs) >= maxDepth {
+			// As deep as JSON may nest; the segments of one name are
+			// held at once.
+			return f.syntax("parameter name nested too deep")
+		}
 		if key[i] != '[' {
 			return f.syntax("text after ']' in parameter name")
 		}
@@ -352,18 +417,67 @@ func (f *formState) parseName() error {
 			return f.syntax("nested '[' in parameter name")
 		}
 		if j == i+1 {
-			if f.counters == nil {
-				f.counters = map[string]int{}
+			if prefix == pathNone {
+				prefix = f.internPrefix()
 			}
-			idx := f.counters[string(key[:i])]
-			f.counters[string(key[:i])] = idx + 1
+			c := &f.counters[prefix]
+			idx := int(c.next)
+			c.next++
 			f.segs = append(f.segs, formSeg{idx: idx})
+			prefix = f.internEmpty(prefix)
 		} else {
 			f.segs = append(f.segs, formSeg{start: i + 1, end: j, idx: -1})
+			if prefix != pathNone {
+				prefix = f.intern(prefix, key[i+1:j])
+			}
 		}
 		i = j + 1
 	}
 	return nil
+}
+
+// internPrefix interns the segments of the name parsed so far, none of
+// them a "[]" (the first "[]" is what asks for it).
+func (f *formState) internPrefix() int32 {
+	if len(f.prefixes.ents) == 0 {
+		f.prefixes.reset()
+	}
+	id := pathRoot
+	for _, s := range f.segs {
+		id = f.intern(id, f.key[s.start:s.end])
+	}
+	return id
+}
+
+// prefixCounter is what the form keeps per interned prefix.
+type prefixCounter struct {
+	next  int32 // the index of the next "[]" after the prefix
+	empty int32 // the id of the prefix followed by "[]", or pathNone
+}
+
+// intern returns the id of prefix + seg, a named segment.
+func (f *formState) intern(prefix int32, seg []byte) int32 {
+	id := f.prefixes.intern(prefix, seg)
+	for int(id) >= len(f.counters) {
+		f.counters = append(f.counters, prefixCounter{})
+	}
+	return id
+}
+
+// internEmpty returns the id of prefix + "[]". These are found through
+// their parent's entry instead of the hash table: runs of "[]" are the
+// bulk of the prefixes of a hostile form, and a chain of ids allocated one
+// after the other is read in order, where the table costs a cache miss
+// per lookup once it outgrows the cache (4 times slower per byte at
+// 4 MiB).
+func (f *formState) internEmpty(prefix int32) int32 {
+	if id := f.counters[prefix].empty; id != pathNone {
+		return id
+	}
+	id := f.prefixes.add(prefix, nil)
+	f.counters[prefix].empty = id
+	f.counters = append(f.counters, prefixCounter{})
+	return id
 }
 
 // decode appends the form-decoded s ("+" is a space) to dst.

@@ -129,7 +129,8 @@ func FuzzJSON(f *testing.F) {
 		}
 		opt := &Options{Cards: CardGuard(mode % 3), HMACKey: []byte("fuzz")}
 		prefix := []byte("prefix")
-		out, rep, err := m.JSON(prefix[:len(prefix):len(prefix)], doc, opt)
+		out, rep, steps, err := m.jsonCounted(prefix[:len(prefix):len(prefix)], doc, opt)
+		checkCostOut(t, "JSON", len(doc), steps, len(out)-len(prefix))
 		if err != nil {
 			if !bytes.Equal(out, prefix) {
 				t.Fatalf("error %v but dst changed to %q", err, out)
@@ -212,7 +213,8 @@ func FuzzForm(f *testing.F) {
 			return
 		}
 		opt := &Options{Cards: CardGuard(mode % 3), HMACKey: []byte("fuzz")}
-		out, rep, err := m.Form(nil, body, opt)
+		out, rep, steps, err := m.formCounted(nil, body, opt)
+		checkCostOut(t, "form", len(body), steps, len(out))
 		if err != nil {
 			var se *SyntaxError
 			if !errors.As(err, &se) && !errors.Is(err, ErrCardNumber) {
@@ -250,7 +252,8 @@ func FuzzQuery(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw, allowedCSV string, mode byte) {
 		allowed := strings.Split(allowedCSV, ",")
 		opt := &Options{Cards: CardGuard(mode % 3)}
-		out, rep, err := Query(raw, allowed, opt)
+		out, rep, steps, err := queryCounted(raw, allowed, opt)
+		checkCostOut(t, "query", len(raw), steps, len(out))
 		if err != nil {
 			var se *SyntaxError
 			if !errors.As(err, &se) && !errors.Is(err, ErrCardNumber) {

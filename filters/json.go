@@ -10,14 +10,34 @@ import (
 	"unicode/utf8"
 )
 
-// maxDepth bounds nesting so that a hostile body cannot grow the stack
-// without limit; real payloads nest a handful of levels.
-const maxDepth = 10000
+// maxDepth bounds nesting (see "Limits" in the package documentation). The
+// walk recurses, and each level costs about a kilobyte of goroutine stack:
+// at 10000 levels a 20 KB body took 8 MiB of stack. Linearity does not rest
+// on it: every level is walked a bounded number of times (see fastRetry).
+const maxDepth = 1000
 
-// dupMapMin is the object size from which duplicate keys are found with a
-// map instead of a scan, keeping huge objects linear without allocating for
-// ordinary ones.
+// maxInput is the largest input a filter takes: offsets and counts into it
+// are kept in 32 bits, where a few of them are held per key.
+const maxInput = 1<<31 - 1
+
+// errTooLarge is the error of an input over maxInput.
+var errTooLarge = &SyntaxError{Msg: "input larger than 2 GiB"}
+
+// fastRetry is how many levels below a kept container that had to be walked
+// (see value) may still try the light walker. Each try rescans what it
+// covers, so without a bound a deep body would be rescanned once per level.
+const fastRetry = 2
+
+// dupMapMin is the object size from which duplicate keys are found with
+// the walker's dupTable instead of a scan, keeping huge objects linear
+// without hashing every key of ordinary ones.
 const dupMapMin = 32
+
+// dupMaxCompares is how many keys of an object may be compared byte for
+// byte (they got past the length and end bytes filter) before the object
+// switches to the dupTable early: keys made alike would otherwise be
+// compared with up to dupMapMin others each.
+const dupMaxCompares = 8
 
 // JSON appends to dst the JSON document src reduced to the mask, and
 // reports what it kept and removed. On error dst is returned unchanged:
@@ -26,27 +46,41 @@ const dupMapMin = 32
 // See the package documentation for the semantics; in short: json.filter's
 // result for wildcard-free masks, compact output, numbers and strings copied
 // byte for byte unless transformed or card-redacted, and duplicate keys,
-// invalid UTF-8, trailing data or nesting deeper than 10000 rejected with a
-// *SyntaxError.
+// invalid UTF-8, trailing data or nesting deeper than 1000 rejected with a
+// *SyntaxError. Time and memory are linear in len(src) whatever it holds.
 func (m *Mask) JSON(dst, src []byte, opt *Options) ([]byte, *Report, error) {
+	out, rep, _, err := m.jsonCounted(dst, src, opt)
+	return out, rep, err
+}
+
+// jsonCounted is JSON, also returning the work done in steps (see
+// jsonWalker.steps).
+func (m *Mask) jsonCounted(dst, src []byte, opt *Options) (_ []byte, _ *Report, steps int, _ error) {
 	if m == nil || m.root == nil {
-		return dst, nil, errors.New("filters: nil Mask")
+		return dst, nil, 0, errors.New("filters: nil Mask")
 	}
 	if opt == nil {
 		opt = &zeroOptions
 	}
 	if m.usesHMAC && len(opt.HMACKey) == 0 {
-		return dst, nil, ErrNoHMACKey
+		return dst, nil, 0, ErrNoHMACKey
+	}
+	if len(src) > maxInput {
+		return dst, nil, 0, errTooLarge
 	}
 	opt = sanitize(opt)
 	w := walkerPool.Get().(*jsonWalker)
 	defer w.release()
-	w.src, w.pos, w.dst, w.opt = src, 0, dst, opt
+	w.src, w.pos, w.dst, w.opt, w.fastStop = src, 0, dst, opt, maxDepth
 	w.xf.key = opt.HMACKey
+	w.rep.budget = reportBudget(len(src))
+	// The forward moves of pos are work too: rewinds add what they undo
+	// to steps, so the final pos completes the count.
+	defer func() { steps = w.steps + w.pos + w.paths.steps + w.dups.steps + w.rep.written }()
 
 	w.ws()
 	if w.pos >= len(src) {
-		return dst, nil, &SyntaxError{Offset: int64(w.pos), Msg: "empty body"}
+		return dst, nil, steps, &SyntaxError{Offset: int64(w.pos), Msg: "empty body"}
 	}
 	var err error
 	if c := src[w.pos]; c == '{' || c == '[' {
@@ -61,9 +95,9 @@ func (m *Mask) JSON(dst, src []byte, opt *Options) ([]byte, *Report, error) {
 		}
 	}
 	if err != nil {
-		return dst, nil, err
+		return dst, nil, steps, err
 	}
-	return w.dst, w.rep.buildShared(&m.lastPaths), nil
+	return w.dst, w.rep.buildShared(&m.lastPaths), steps, nil
 }
 
 // zeroOptions stands in for a nil *Options. It is never written; a local
@@ -72,6 +106,7 @@ var zeroOptions Options
 
 var walkerPool = sync.Pool{New: func() any {
 	w := new(jsonWalker)
+	w.paths.linked = true
 	w.paths.reset()
 	return w
 }}
@@ -92,12 +127,27 @@ type jsonWalker struct {
 	arrays  int           // array-index segments in segs
 	noSkip  bool          // skipValue failed: describe the error with value
 	keys    []keyRef      // keys of every open object, for duplicate detection
+	dups    dupTable      // duplicate detection in large objects
 	specs   []speculation // open speculations, innermost last
 	arena   []byte        // unescaped keys that contained escapes
 	scratch []byte        // unescaped string values
 	tmp     []byte        // transform output
 	pathBuf []byte
 	num     [20]byte
+
+	// fastStop is the deepest level at which value may try the light
+	// walker on a kept container (see fastRetry).
+	fastStop int
+	// steps counts the work of the call that is not a forward move of
+	// pos: rescans, second passes over a span (digit counts, unescaping,
+	// card scans, hashing keys, compaction, transforms), duplicate-key
+	// comparisons and report paths. Tests hold it to a constant per input
+	// byte, which catches super-linear work deterministically, where a
+	// timed test would flake. It is counted per span or per item, never
+	// per byte inside the scanning loops, so production pays an addition
+	// per token at most: within the noise of BenchmarkJSONMask (see
+	// BENCHMARKS.md).
+	steps int
 }
 
 // keyRef has at most four fields so that the compiler keeps it in
@@ -127,11 +177,12 @@ type pathSeg struct {
 const maxPooledBuf = 1 << 20
 
 func (w *jsonWalker) release() {
-	w.src, w.dst, w.opt = nil, nil, nil
+	w.src, w.dst, w.opt, w.steps = nil, nil, nil, 0
 	w.xf = xfState{sum: w.xf.sum, mac: w.xf.mac, macKey: w.xf.macKey}
 	w.rep.reset()
 	w.paths.reset()
 	w.segs, w.keys, w.specs, w.arrays, w.noSkip = w.segs[:0], w.keys[:0], w.specs[:0], 0, false
+	w.dups.reset()
 	w.arena, w.scratch, w.tmp = w.arena[:0], w.scratch[:0], w.tmp[:0]
 	if cap(w.arena) > maxPooledBuf || cap(w.scratch) > maxPooledBuf || cap(w.rep.buf) > maxPooledBuf ||
 		cap(w.keys) > maxPooledBuf/16 || cap(w.segs) > maxPooledBuf/16 ||
@@ -140,6 +191,24 @@ func (w *jsonWalker) release() {
 		return
 	}
 	walkerPool.Put(w)
+}
+
+// maxErrPath is the most of a path an error message quotes: the keys of a
+// hostile body can be megabytes long, and the message reaches the client,
+// the logs and the ledger.
+const maxErrPath = 256
+
+// errPath returns p for an error message, cut at maxErrPath bytes (on a
+// UTF-8 boundary) with the length of the whole.
+func errPath(p []byte) string {
+	if len(p) <= maxErrPath {
+		return string(p)
+	}
+	cut := maxErrPath
+	for cut > 0 && !utf8.RuneStart(p[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", p[:cut], len(p))
 }
 
 func (w *jsonWalker) syntax(msg string) error {
@@ -173,6 +242,9 @@ func (w *jsonWalker) appendPath(b []byte, norm bool) []byte {
 
 func (w *jsonWalker) report(k listKind) {
 	r := &w.rep
+	if r.truncated {
+		return
+	}
 	if w.arrays == 0 {
 		// Without an array on the way the path is concrete, and duplicate
 		// keys are rejected, so it cannot have been reported before; nor
@@ -180,7 +252,9 @@ func (w *jsonWalker) report(k listKind) {
 		// sits where this path has an object key.
 		start := len(r.buf)
 		r.buf = w.appendPath(r.buf, true)
-		r.spans[k] = append(r.spans[k], span{start: start, end: len(r.buf)})
+		if r.charge(start) {
+			r.spans[k] = append(r.spans[k], span{start: start, end: len(r.buf)})
+		}
 		return
 	}
 	// Below an array the same normalised path comes back for every
@@ -189,12 +263,15 @@ func (w *jsonWalker) report(k listKind) {
 	if id == pathNone {
 		id = w.pathID()
 	}
-	e := &w.paths.ents[id]
+	e := &w.paths.links[id]
 	if i := int(e.spans[k]) - 1; i >= 0 && i < len(r.spans[k]) && r.spans[k][i].owner == id {
 		return
 	}
 	start := len(r.buf)
 	r.buf = w.appendPath(r.buf, true)
+	if !r.charge(start) {
+		return
+	}
 	r.spans[k] = append(r.spans[k], span{start: start, end: len(r.buf), owner: id})
 	e.spans[k] = int32(len(r.spans[k]))
 }
@@ -229,7 +306,7 @@ func (w *jsonWalker) pathID() int32 {
 
 func (w *jsonWalker) cardError() error {
 	w.pathBuf = w.appendPath(w.pathBuf[:0], false)
-	return fmt.Errorf("filters: %w at %s", ErrCardNumber, w.pathBuf)
+	return fmt.Errorf("filters: %w at %s", ErrCardNumber, errPath(w.pathBuf))
 }
 
 func (w *jsonWalker) ws() {
@@ -345,33 +422,48 @@ func (w *jsonWalker) value(n *node, emit, keep bool, xf *Transform, depth int) (
 		if w.skipValue(depth) {
 			return false, nil
 		}
+		w.steps += w.pos - start
 		w.pos, w.keys, w.arena = start, w.keys[:keys], w.arena[:arena]
 		w.noSkip = true
 	}
-	if keep && xf == nil && (n == nil || !n.hasXf) && !w.noSkip && (c == '{' || c == '[') {
+	if keep && xf == nil && (n == nil || !n.hasXf) && !w.noSkip && depth <= w.fastStop && (c == '{' || c == '[') {
 		// A container sent whole, with no transform in or below it: the
 		// emitting walk would copy every token as it is and report
-		// nothing (paths below a kept one are not reported), so validate it with the light walker and copy it in
-		// one go. The card guard would have nothing to do when the whole
-		// subtree cannot hold a card number (jsonMayHoldCard); otherwise
-		// it must walk the subtree after all.
+		// nothing (paths below a kept one are not reported), so validate
+		// it with the light walker and copy it in one go. The card guard
+		// would have nothing to do when the whole subtree cannot hold a
+		// card number (jsonMayHoldCard); otherwise it must walk the
+		// subtree after all.
 		start, keys, arena := w.pos, len(w.keys), len(w.arena)
 		if w.skipValue(depth) {
 			raw := w.src[start:w.pos]
-			if w.opt.Cards == CardsAllow || !jsonMayHoldCard(raw) {
+			if w.opt.Cards == CardsAllow || !w.mayHoldCard(raw) {
+				w.steps += len(raw)
 				w.dst = appendCompact(w.dst, raw)
 				return true, nil
 			}
+			w.steps += w.pos - start
+			w.pos, w.keys, w.arena = start, w.keys[:keys], w.arena[:arena]
+			if depth+fastRetry < w.fastStop {
+				// Most of a kept record has no digits: its members may
+				// still be copied in one go, but a failed try rescans
+				// its subtree, so only a few levels down from here
+				// (each byte is scanned at most fastRetry+1 times).
+				stop := w.fastStop
+				w.fastStop = depth + fastRetry
+				produced, err := w.container(c, n, emit, keep, xf, depth)
+				w.fastStop = stop
+				return produced, err
+			}
 		} else {
+			w.steps += w.pos - start
+			w.pos, w.keys, w.arena = start, w.keys[:keys], w.arena[:arena]
 			w.noSkip = true
 		}
-		w.pos, w.keys, w.arena = start, w.keys[:keys], w.arena[:arena]
 	}
 	switch c {
-	case '{':
-		return w.object(n, emit, keep, xf, depth+1)
-	case '[':
-		return w.array(n, emit, keep, xf, depth+1)
+	case '{', '[':
+		return w.container(c, n, emit, keep, xf, depth)
 	case '"':
 		return w.str(n, emit, keep, xf)
 	case 't':
@@ -386,6 +478,13 @@ func (w *jsonWalker) value(n *node, emit, keep bool, xf *Transform, depth int) (
 		}
 		return false, w.syntax("invalid character")
 	}
+}
+
+func (w *jsonWalker) container(c byte, n *node, emit, keep bool, xf *Transform, depth int) (bool, error) {
+	if c == '{' {
+		return w.object(n, emit, keep, xf, depth+1)
+	}
+	return w.array(n, emit, keep, xf, depth+1)
 }
 
 // appendCompact appends the valid JSON value raw without the whitespace
@@ -417,7 +516,9 @@ func appendCompact(dst, raw []byte) []byte {
 // dupKeys is the duplicate-key state of one open object besides its keys
 // in w.keys.
 type dupKeys struct {
-	seen map[string]struct{} // from dupMapMin keys on
+	tag int32 // the object's tag in w.dups once it uses it, else 0
+	// compares counts the keys compared byte for byte in the scan.
+	compares int32
 	// filter has a bit per hash of length, first and last byte of each
 	// key so far: most keys differ from all earlier ones there, and skip
 	// the scan.
@@ -434,6 +535,7 @@ func (w *jsonWalker) pushKey(rawStart, rawEnd int, esc bool, keysStart int, d *d
 	kStart, kEnd := rawStart+1, rawEnd-1
 	kb = w.src[kStart:kEnd]
 	if esc {
+		w.steps += len(kb)
 		kStart = len(w.arena)
 		w.arena = unescape(w.arena, kb)
 		kEnd = len(w.arena)
@@ -443,30 +545,33 @@ func (w *jsonWalker) pushKey(rawStart, rawEnd int, esc bool, keysStart int, d *d
 	if len(kb) > 0 {
 		ends = uint16(kb[0])<<8 | uint16(kb[len(kb)-1])
 	}
-	if d.seen != nil {
-		_, dup = d.seen[string(kb)]
-		d.seen[string(kb)] = struct{}{}
-	} else {
-		bit := uint64(1) << ((uint(len(kb)) ^ uint(ends)<<1 ^ uint(ends)>>5) & 63)
-		if d.filter&bit != 0 {
-			for _, k := range w.keys[keysStart:] {
-				if k.end-k.start == len(kb) && k.ends == ends && string(w.keyBytes(k)) == string(kb) {
-					dup = true
-					break
+	w.keys = append(w.keys, keyRef{start: kStart, end: kEnd, ends: ends, arena: esc})
+	if d.tag != 0 {
+		return kb, w.dups.insert(d.tag, len(w.keys)-1, kb, w)
+	}
+	bit := uint64(1) << ((uint(len(kb)) ^ uint(ends)<<1 ^ uint(ends)>>5) & 63)
+	if d.filter&bit != 0 {
+		prev := w.keys[keysStart : len(w.keys)-1]
+		w.steps += len(prev)
+		for _, k := range prev {
+			if k.end-k.start == len(kb) && k.ends == ends {
+				w.steps += len(kb)
+				d.compares++
+				if string(w.keyBytes(k)) == string(kb) {
+					return kb, true
 				}
 			}
 		}
-		d.filter |= bit
-		if len(w.keys)-keysStart >= dupMapMin {
-			d.seen = make(map[string]struct{}, 2*dupMapMin)
-			for _, k := range w.keys[keysStart:] {
-				d.seen[string(w.keyBytes(k))] = struct{}{}
-			}
-			d.seen[string(kb)] = struct{}{}
+	}
+	d.filter |= bit
+	if len(w.keys)-keysStart > dupMapMin || d.compares > dupMaxCompares {
+		// Known to be free of duplicates: each key is inserted once.
+		d.tag = w.dups.newTag()
+		for i := keysStart; i < len(w.keys); i++ {
+			w.dups.insert(d.tag, i, w.keyBytes(w.keys[i]), w)
 		}
 	}
-	w.keys = append(w.keys, keyRef{start: kStart, end: kEnd, ends: ends, arena: esc})
-	return kb, dup
+	return kb, false
 }
 
 // skipValue validates the value at w.pos and moves past it, for removed
@@ -553,6 +658,9 @@ func (w *jsonWalker) skipObject(depth int) bool {
 		case '}':
 			w.pos++
 			w.keys, w.arena = w.keys[:keysStart], w.arena[:arenaStart]
+			if dk.tag != 0 {
+				w.dups.closeTag()
+			}
 			return true
 		default:
 			return false
@@ -628,8 +736,9 @@ func (w *jsonWalker) object(n *node, emit, keep bool, xf *Transform, depth int) 
 		w.segs = append(w.segs, pathSeg{idx: -len(w.keys), prev: prev})
 		if dup {
 			w.pathBuf = w.appendPath(w.pathBuf[:0], false)
+			w.steps += len(w.pathBuf) + w.pos - rawStart
 			w.pos = rawStart
-			return false, w.syntax("duplicate key at " + string(w.pathBuf))
+			return false, w.syntax("duplicate key at " + errPath(w.pathBuf))
 		}
 
 		w.ws()
@@ -643,11 +752,12 @@ func (w *jsonWalker) object(n *node, emit, keep bool, xf *Transform, depth int) 
 		if emit {
 			var c *node
 			if n != nil {
+				w.steps += len(kb)
 				c = n.lookup(kb)
 			}
 			full := c
 			cemit, ckeep, cxf, cn = decide(keep, xf, c)
-			if cemit && w.opt.Cards != CardsAllow && hasCard(kb) {
+			if cemit && w.opt.Cards != CardsAllow && w.hasCard(kb) {
 				// A key cannot be partly redacted without risking a
 				// duplicate, so the member goes.
 				if w.opt.Cards == CardsBlock {
@@ -694,6 +804,9 @@ func (w *jsonWalker) object(n *node, emit, keep bool, xf *Transform, depth int) 
 				w.dst = append(w.dst, '}')
 			}
 			w.keys, w.arena = w.keys[:keysStart], w.arena[:arenaStart]
+			if dk.tag != 0 {
+				w.dups.closeTag()
+			}
 			return keep || wrote || (n != nil && n.litPath), nil
 		default:
 			return false, w.syntax("expected ',' or '}' in object")
@@ -807,7 +920,28 @@ func (w *jsonWalker) transform(t *Transform, v []byte) {
 	if !ok {
 		w.tmp = append(w.tmp[:0], redacted...)
 	}
+	// What a transform writes is bounded per value (64 bytes for hmac),
+	// not by the input: steps count the value read and one for the rest,
+	// and tests bound the output on its own (maxAmplification).
+	w.steps += len(v) + 1
 	w.dst = appendJSONString(w.dst, w.tmp)
+}
+
+// hasCard, mayHoldCard and numberHasCard are the card guard's, counting
+// their scans.
+func (w *jsonWalker) hasCard(s []byte) bool {
+	w.steps += len(s)
+	return hasCard(s)
+}
+
+func (w *jsonWalker) mayHoldCard(s []byte) bool {
+	w.steps += len(s)
+	return jsonMayHoldCard(s)
+}
+
+func (w *jsonWalker) numberHasCard(s []byte) bool {
+	w.steps += len(s)
+	return numberHasCard(s)
 }
 
 func (w *jsonWalker) str(n *node, emit, keep bool, xf *Transform) (bool, error) {
@@ -826,6 +960,7 @@ func (w *jsonWalker) str(n *node, emit, keep bool, xf *Transform) (bool, error) 
 		return true, nil
 	}
 	if esc {
+		w.steps += len(content)
 		w.scratch = unescape(w.scratch[:0], content)
 		content = w.scratch
 	}
@@ -833,7 +968,7 @@ func (w *jsonWalker) str(n *node, emit, keep bool, xf *Transform) (bool, error) 
 		w.transform(xf, content)
 		return true, nil
 	}
-	if !hasCard(content) {
+	if !w.hasCard(content) {
 		w.dst = append(w.dst, raw...)
 		return true, nil
 	}
@@ -842,6 +977,7 @@ func (w *jsonWalker) str(n *node, emit, keep bool, xf *Transform) (bool, error) 
 	}
 	w.report(listCards)
 	w.tmp = redactCards(w.tmp[:0], content)
+	w.steps += len(content) + len(w.tmp)
 	w.dst = appendJSONString(w.dst, w.tmp)
 	return true, nil
 }
@@ -859,7 +995,7 @@ func (w *jsonWalker) number(n *node, emit, keep bool, xf *Transform) (bool, erro
 		w.transform(xf, lit)
 		return true, nil
 	}
-	if w.opt.Cards != CardsAllow && numberHasCard(lit) {
+	if w.opt.Cards != CardsAllow && w.numberHasCard(lit) {
 		if w.opt.Cards == CardsBlock {
 			return false, w.cardError()
 		}

@@ -1,6 +1,9 @@
 package filters
 
-import "sync/atomic"
+import (
+	"hash/maphash"
+	"sync/atomic"
+)
 
 // Report says what a filter did, for the disclosure ledger. Paths use the
 // mask syntax with array indices (and numeric form indices) written as "*",
@@ -20,7 +23,20 @@ type Report struct {
 	// pairs under one removed name prefix (customer[email],
 	// customer[phone]...) are one node, as they would be in JSON.
 	RemovedCount int
+	// Truncated is set when the JSON paths would have taken more than
+	// twice the body's size plus 8 KiB to list, and the lists stop
+	// where the budget ran out (RemovedCount stays exact). Only a
+	// hostile body gets there: each path repeats the keys above it, so
+	// many members under a long key made of a 1 MB body a report of
+	// gigabytes. The filtered body is unaffected; a caller that must
+	// list every path refuses the request instead. (omitempty: a report
+	// that lists everything serialises as it did before the field.)
+	Truncated bool `json:",omitempty"`
 }
+
+// reportBudget is the most path bytes a JSON report of a body of n bytes
+// writes, counting those rolled back (see Report.Truncated).
+func reportBudget(n int) int { return 2*n + 8<<10 }
 
 type listKind uint8
 
@@ -39,10 +55,28 @@ type reportBuilder struct {
 	buf   []byte
 	spans [numLists][]span
 	// dedup indexes the spans added through add (those that may repeat);
-	// a map takes over when there are many.
-	dedup [numLists][]int
-	seen  [numLists]map[string]struct{}
+	// a hash set of them takes over when there are many.
+	dedup [numLists][]int32
+	sets  [numLists]spanSet
+	seed  maphash.Seed // for the hashes of spans added through add
 	count int
+	// written counts the path bytes ever written, rolled back or not; a
+	// budget above zero caps it (see Report.Truncated).
+	written, budget int
+	truncated       bool
+}
+
+// charge accounts for the path just written at buf[start:]. Past the
+// budget it takes the path back, and every later one is refused too, so
+// that the bytes written stay within the budget plus one path.
+func (r *reportBuilder) charge(start int) bool {
+	r.written += len(r.buf) - start
+	if r.budget > 0 && r.written > r.budget {
+		r.buf = r.buf[:start]
+		r.truncated = true
+		return false
+	}
+	return true
 }
 
 type span struct {
@@ -52,46 +86,90 @@ type span struct {
 }
 
 // linearDedupMax is how many repeatable paths a list holds before dedup
-// switches from a scan to a map; typical contracts stay below it.
+// switches from a scan to a hash set; typical contracts stay below it.
 const linearDedupMax = 32
 
-func fnv32(p []byte) uint32 {
-	h := uint32(2166136261)
-	for _, c := range p {
-		h = (h ^ uint32(c)) * 16777619
-	}
-	return h
+// spanSet is an open-addressing set of indices into one span list, keyed
+// by the spans' hashes. A map[string]struct{} copied every path and
+// allocated for it.
+type spanSet struct {
+	slots []spanSlot // a power of two in size
+	used  int
+}
+
+// spanSlot holds the hash beside the index, so that a probe past other
+// paths reads only the slots: each span it read was a cache miss once the
+// report outgrew the cache.
+type spanSlot struct {
+	hash uint32
+	idx  int32 // 1 + the span's index, 0 = empty
 }
 
 // add records path p (already normalised) in list k unless present.
 func (r *reportBuilder) add(k listKind, p []byte) {
-	h := fnv32(p)
-	if m := r.seen[k]; m != nil {
-		if _, ok := m[string(p)]; ok {
-			return
+	if r.seed == (maphash.Seed{}) {
+		// Seeded, so that a client cannot choose paths that collide.
+		r.seed = maphash.MakeSeed()
+	}
+	h := uint32(maphash.Bytes(r.seed, p))
+	set := &r.sets[k]
+	slot := -1
+	if set.slots != nil {
+		mask := len(set.slots) - 1
+		i := int(h) & mask
+		for ; set.slots[i].idx != 0; i = (i + 1) & mask {
+			if set.slots[i].hash == h && r.sameSpan(k, set.slots[i].idx-1, h, p) {
+				return
+			}
 		}
+		slot = i
 	} else {
 		for _, i := range r.dedup[k] {
-			s := r.spans[k][i]
-			if s.hash == h && string(r.buf[s.start:s.end]) == string(p) {
+			if r.sameSpan(k, i, h, p) {
 				return
 			}
 		}
 	}
 	r.addUnique(k, p)
-	sp := &r.spans[k][len(r.spans[k])-1]
-	sp.hash = h
-	r.dedup[k] = append(r.dedup[k], len(r.spans[k])-1)
-	if m := r.seen[k]; m != nil {
-		m[string(p)] = struct{}{}
-	} else if len(r.dedup[k]) > linearDedupMax {
-		m = make(map[string]struct{}, 2*linearDedupMax)
-		for _, i := range r.dedup[k] {
-			s := r.spans[k][i]
-			m[string(r.buf[s.start:s.end])] = struct{}{}
+	idx := int32(len(r.spans[k]) - 1)
+	r.spans[k][idx].hash = h
+	r.dedup[k] = append(r.dedup[k], idx)
+	switch {
+	case slot >= 0:
+		set.slots[slot] = spanSlot{hash: h, idx: idx + 1}
+		if set.used++; 2*set.used > len(set.slots) {
+			r.rebuildSet(k, 2*len(set.slots))
 		}
-		r.seen[k] = m
+	case len(r.dedup[k]) > linearDedupMax:
+		r.rebuildSet(k, 4*linearDedupMax)
 	}
+}
+
+func (r *reportBuilder) sameSpan(k listKind, i int32, h uint32, p []byte) bool {
+	s := r.spans[k][i]
+	return s.hash == h && string(r.buf[s.start:s.end]) == string(p)
+}
+
+// rebuildSet indexes every span of list k added through add in a set of
+// n slots (n a power of two, more than twice as many).
+func (r *reportBuilder) rebuildSet(k listKind, n int) {
+	set := &r.sets[k]
+	if cap(set.slots) >= n {
+		set.slots = set.slots[:n]
+		clear(set.slots)
+	} else {
+		set.slots = make([]spanSlot, n)
+	}
+	mask := n - 1
+	for _, idx := range r.dedup[k] {
+		h := r.spans[k][idx].hash
+		i := int(h) & mask
+		for set.slots[i].idx != 0 {
+			i = (i + 1) & mask
+		}
+		set.slots[i] = spanSlot{hash: h, idx: idx + 1}
+	}
+	set.used = len(r.dedup[k])
 }
 
 // addUnique records p, which the caller knows is not in list k and will
@@ -117,18 +195,18 @@ func (r *reportBuilder) mark() reportMark {
 	return m
 }
 
-// rollback forgets what was added since m. Everything added was new (add
-// dedups), so removing those entries from the maps is exact.
+// rollback forgets what was added since m.
 func (r *reportBuilder) rollback(m reportMark) {
 	for k := range r.spans {
-		if seen := r.seen[k]; seen != nil {
-			for _, i := range r.dedup[k][m.dedup[k]:] {
-				s := r.spans[k][i]
-				delete(seen, string(r.buf[s.start:s.end]))
-			}
-		}
+		drop := len(r.dedup[k]) > m.dedup[k]
 		r.dedup[k] = r.dedup[k][:m.dedup[k]]
 		r.spans[k] = r.spans[k][:m.lens[k]]
+		if drop && r.sets[k].slots != nil {
+			// Only the JSON walker rolls back, and it never adds
+			// through add: this keeps the two usable together all the
+			// same, at the cost of a rebuild.
+			r.rebuildSet(listKind(k), len(r.sets[k].slots))
+		}
 	}
 	r.buf = r.buf[:m.buf]
 	r.count = m.count
@@ -139,9 +217,20 @@ func (r *reportBuilder) reset() {
 	for i := range r.spans {
 		r.spans[i] = r.spans[i][:0]
 		r.dedup[i] = r.dedup[i][:0]
-		r.seen[i] = nil
+		// A set much larger than this call needed was grown by an
+		// earlier one: dropped rather than cleared, so that no call
+		// pays for another.
+		switch set := &r.sets[i]; {
+		case set.used == 0:
+		case set.used*8 < len(set.slots) || len(set.slots) > 1<<16:
+			set.slots = nil
+		default:
+			clear(set.slots)
+		}
+		r.sets[i].used = 0
 	}
 	r.count = 0
+	r.written, r.budget, r.truncated = 0, 0, false
 }
 
 func (r *reportBuilder) build() *Report { return r.buildShared(nil) }
@@ -162,7 +251,7 @@ func (r *reportBuilder) buildShared(cache *atomic.Pointer[string]) *Report {
 		n += len(l)
 	}
 	if n == 0 {
-		return &Report{RemovedCount: r.count}
+		return &Report{RemovedCount: r.count, Truncated: r.truncated}
 	}
 	// One string for every path, and the Report allocated together with
 	// the backing array of its four lists when they are small.
@@ -184,7 +273,7 @@ func (r *reportBuilder) buildShared(cache *atomic.Pointer[string]) *Report {
 	default:
 		rep, strs = new(Report), make([]string, n)
 	}
-	rep.RemovedCount = r.count
+	rep.RemovedCount, rep.Truncated = r.count, r.truncated
 	var all string
 	if cache != nil && len(r.buf) <= maxSharedPaths {
 		if p := cache.Load(); p != nil && *p == string(r.buf) {

@@ -14,8 +14,11 @@ import (
 func sameErrors(t *testing.T, keepAll, dropAll *Mask, doc []byte) {
 	t.Helper()
 	opt := &Options{Cards: CardsAllow}
-	_, _, errKeep := keepAll.JSON(nil, doc, opt)
-	_, _, errDrop := dropAll.JSON(nil, doc, opt)
+	_, _, stepsKeep, errKeep := keepAll.jsonCounted(nil, doc, opt)
+	_, _, stepsDrop, errDrop := dropAll.jsonCounted(nil, doc, opt)
+	if budget := stepBudget(len(doc)); stepsKeep > budget || stepsDrop > budget {
+		t.Fatalf("%d bytes: %d steps keeping, %d removing, over the budget of %d", len(doc), stepsKeep, stepsDrop, budget)
+	}
 	if errKeep == nil && errDrop == ErrNotContainer || errKeep == ErrNotContainer && errDrop == nil {
 		t.Fatalf("%q: keep-all %v, drop-all %v", doc, errKeep, errDrop)
 	}
@@ -87,9 +90,15 @@ func TestSkipDeepErrorLinear(t *testing.T) {
 	_, dropAll := skipMasks(t)
 	doc := []byte(`{"a":` + strings.Repeat(`[`, maxDepth-2) + strings.Repeat(` `, 1<<20) + `x`)
 	start := time.Now()
-	_, _, err := dropAll.JSON(nil, doc, nil)
+	_, _, steps, err := dropAll.jsonCounted(nil, doc, nil)
 	if err == nil {
 		t.Fatal("accepted")
+	}
+	// The count, which does not depend on the machine's load: each byte
+	// is scanned twice (the failed skip, then the walk that describes the
+	// error).
+	if steps > 2*len(doc)+stepsConst {
+		t.Fatalf("%d steps for %d bytes", steps, len(doc))
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("took %v", d)
