@@ -54,5 +54,5 @@ func Example() {
 	// transformed: [customer/email customer/date_of_birth]
 	// true filters: card number in outbound payload at card/number
 	// expand[]=customer
-	// 2 true
+	// 1 true
 }

@@ -5,23 +5,20 @@ import (
 	"strings"
 )
 
-// protocolHeaders are always kept: without them the vendor cannot parse the
-// (already filtered) body or negotiate a response, and they carry no
-// personal data.
-var protocolHeaders = []string{"content-type", "accept"}
-
 // internalHeaderPrefixes never leave, even when a contract lists them: they
 // carry Pare's own inputs (purpose, subject, legal basis, approver), which
 // describe the person and the decision, not the request to the vendor.
 var internalHeaderPrefixes = []string{"x-data-", "x-legal-", "x-pare-"}
 
 // Headers deletes in place every header of h whose name is not in allowed
-// (compared case-insensitively), except content-type and accept, which are
-// always kept; x-data-*, x-legal-* and x-pare-* are always deleted.
+// (compared case-insensitively); x-data-*, x-legal-* and x-pare-* are always
+// deleted. Nothing is kept by default: content-type and accept leave only
+// when a contract lists them (a content-type parameter can carry any text),
+// and the front end sets the framing of the body it sends itself.
 // http.Header converts to the argument type. Hop-by-hop headers are the
 // proxy's business, not this function's. The report lists lower-cased names,
-// sorted, since a map has no document order; header values are not
-// card-scanned.
+// sorted, since a map has no document order; header values are card-scanned
+// by the caller (GuardCardsString), which knows the decision's guard.
 func Headers(h map[string][]string, allowed []string) *Report {
 	kept := make([]string, 0, len(h))
 	var removed []string
@@ -74,11 +71,6 @@ func headerAllowed(lower string, allowed []string) bool {
 	for _, p := range internalHeaderPrefixes {
 		if strings.HasPrefix(lower, p) {
 			return false
-		}
-	}
-	for _, p := range protocolHeaders {
-		if lower == p {
-			return true
 		}
 	}
 	for _, a := range allowed {

@@ -115,6 +115,7 @@ func runExplain(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return fail("%v", err)
 	}
+	req.Streamable = false // explain prints the body it would send: read it whole
 	x := pl.Begin(req)
 	defer x.End()
 	if err := x.Decide(ctx); err != nil {

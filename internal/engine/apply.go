@@ -2,8 +2,8 @@ package engine
 
 import (
 	"bytes"
-	"fmt"
 	"errors"
+	"fmt"
 	"mime"
 	"net/url"
 	"strings"

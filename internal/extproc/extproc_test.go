@@ -265,6 +265,13 @@ func TestRefusals(t *testing.T) {
 			reqHeaders(headers(false, false, append(base, ":authority", "webinarco.zendesk.com", "x-data-purpose", "support", "content-length", "5000")...))}, 413, "body_too_large"},
 		{"encoded ? in the path", []*extprocv3.ProcessingRequest{reqHeaders(headers(true, false,
 			":method", "GET", ":scheme", "http", ":authority", "api.stripe.com", ":path", "/v1/customers/x%3Fexpand=all", "x-data-purpose", "payment"))}, 400, "malformed_path"},
+		{"card number in an opaque upload", []*extprocv3.ProcessingRequest{
+			reqHeaders(headers(false, false, ":method", "PUT", ":scheme", "http", ":authority", "webinar-co-media.storage.example-cloud.com",
+				":path", "/recordings/2026/notes.txt", "content-type", "text/plain", "x-data-purpose", "hosting")),
+			reqBody([]byte("notes: card 4111 1111 1111 1111, thanks"))}, 403, "card_number"},
+		{"card number in the path", []*extprocv3.ProcessingRequest{reqHeaders(headers(false, false, ":method", "PUT", ":scheme", "http",
+			":authority", "webinarco.zendesk.com", ":path", "/api/v2/tickets/4111111111111111", "content-type", "application/json", "x-data-purpose", "support")),
+			reqBody([]byte(`{"ticket":{"status":"solved"}}`))}, 403, "card_number"},
 		{"lower-case method", []*extprocv3.ProcessingRequest{reqHeaders(headers(true, false,
 			":method", "get", ":scheme", "http", ":authority", "api.stripe.com", ":path", "/v1/customers/x", "x-data-purpose", "payment"))}, 400, "bad_request"},
 	}

@@ -25,10 +25,23 @@ type Outbound struct {
 	URL    *url.URL
 	Header http.Header
 	Body   []byte
+	// ContentLength is the length of a streamed body (-1: unknown); a
+	// buffered Body's is len(Body).
+	ContentLength int64
 
 	BodyReport, QueryReport, HeaderReport *filters.Report
 
-	held *heldBufs // the pooled buffers Body lives in
+	held   *heldBufs   // the pooled buffers Body lives in
+	stream *scanReader // an opaque body streamed through the card guard, instead of Body
+}
+
+// Stream is the body when it streams to the vendor (an opaque body from a
+// front end that sends it itself), nil when it is Body.
+func (o *Outbound) Stream() io.Reader {
+	if o.stream == nil {
+		return nil
+	}
+	return o.stream
 }
 
 // HTTPRequest is the outbound request for an http.RoundTripper. Its body
@@ -45,6 +58,11 @@ func (o *Outbound) HTTPRequest(ctx context.Context) *http.Request {
 		Host:          o.URL.Host,
 		ContentLength: int64(len(o.Body)),
 	}).WithContext(ctx)
+	if o.stream != nil {
+		// No GetBody: a streamed body cannot be sent twice.
+		out.Body, out.ContentLength = io.NopCloser(o.stream), o.ContentLength
+		return out
+	}
 	if len(o.Body) > 0 {
 		held, body := o.held, o.Body
 		newBody := func() io.ReadCloser {

@@ -136,6 +136,10 @@ type Request struct {
 	// length, -1 when unknown.
 	Body          io.Reader
 	ContentLength int64
+	// Streamable says the front end sends the request itself and reads the
+	// body as it goes (the HTTP front ends): an opaque body then streams to
+	// the vendor through the card guard instead of being read whole.
+	Streamable bool
 }
 
 // Exchange is one request on its way through the pipeline. Its methods are
@@ -277,15 +281,25 @@ func (x *Exchange) Decide(ctx context.Context) error {
 }
 
 // Minimize reads the body (if Decide did not) and cuts the request down to
-// what the decision allows: query, headers and body, each card-guarded. In
-// dry run the original payload is what leaves, unless the card guard found a
-// card number in it.
+// what the decision allows: query, headers and body, each card-guarded
+// (cards.go). In dry run the original payload is what leaves, unless the
+// card guard finds a card number anywhere in it. An opaque body from a
+// front end that can stream it is not read here: it is guarded as it
+// streams to the vendor.
 func (x *Exchange) Minimize(ctx context.Context) (*Outbound, error) {
 	d := x.decision
 	if d == nil || !d.Allow {
 		return nil, errors.New("pipeline: Minimize before an allowing decision")
 	}
-	if !x.bodyRead {
+	if err := guardPath(d, x.path); err != nil {
+		return nil, err
+	}
+	hasBody := x.req.Body != nil && x.req.ContentLength != 0
+	stream := d.Body == engine.BodyOpaque && x.req.Streamable && !x.bodyRead && hasBody
+	if stream && x.req.ContentLength > x.p.cfg.MaxBody {
+		return nil, &engine.Error{Code: engine.CodeBodyTooLarge, Reason: fmt.Sprintf("the body is %d bytes; the limit is %d", x.req.ContentLength, x.p.cfg.MaxBody)}
+	}
+	if !x.bodyRead && !stream {
 		if err := x.readBody(ctx); err != nil {
 			return nil, err
 		}
@@ -302,16 +316,46 @@ func (x *Exchange) Minimize(ctx context.Context) (*Outbound, error) {
 	if err != nil {
 		return nil, err
 	}
+	if d.Body == engine.BodyOpaque && !stream {
+		if err := guardOpaque(d, x.body); err != nil {
+			return nil, err
+		}
+	}
 	x.reports = [3]*filters.Report{m.BodyReport, m.QueryReport, m.HeaderReport}
 	// In dry run the original leaves and the ledger records what would have
-	// been removed — unless the card guard redacted a card number: card data
-	// reaches a vendor not entitled to it in no mode.
+	// been removed — unless the card guard finds a card number anywhere in
+	// it: card data reaches a vendor not entitled to it in no mode.
 	x.dryRun = (x.p.cfg.DryRun || d.DryRun) && len(m.BodyReport.Cards) == 0
+	if x.dryRun && d.CardGuard() != filters.CardsAllow &&
+		originalHasCard(x.req.Header.Get("Content-Type"), x.req.RawQuery, original(x.req.Header), x.body) {
+		x.dryRun = false
+	}
 	if x.dryRun {
 		m.Query, m.Header, m.Body = x.req.RawQuery, original(x.req.Header), x.body
 	}
+	// The framing of the body Pare sends is Pare's: the body's checked
+	// media type, whatever the contract lists (cards.go).
+	m.Header.Del("Content-Type")
+	if len(m.Body) > 0 || stream {
+		if ct := sentContentType(x.req.Header.Get("Content-Type")); ct != "" {
+			m.Header.Set("Content-Type", ct)
+		}
+	}
+	if err := guardHeaders(d, m.Header, m.HeaderReport); err != nil {
+		return nil, err
+	}
 	out := x.outbound(m)
 	x.bytesOut = int64(len(out.Body))
+	if stream {
+		sr := &scanReader{src: x.req.Body, max: x.p.cfg.MaxBody, tmp: make([]byte, 32<<10)}
+		if g := d.CardGuard(); g != filters.CardsAllow {
+			// Opaque bodies are refused, not redacted: rewriting bytes
+			// would corrupt the object (and its declared length).
+			sr.cw = filters.NewCardWriter(&sr.buf, filters.CardsBlock)
+		}
+		out.stream, out.ContentLength = sr, x.req.ContentLength
+		x.bytesIn, x.bytesOut = max(x.req.ContentLength, 0), max(x.req.ContentLength, 0)
+	}
 	return out, nil
 }
 
@@ -340,6 +384,22 @@ func (x *Exchange) Send(ctx context.Context, rt http.RoundTripper, out *Outbound
 	upStart := time.Now()
 	resp, err := rt.RoundTrip(out.HTTPRequest(ctx))
 	x.p.m.upstreamSeconds.WithLabelValues(x.vendorLabel()).Observe(time.Since(upStart).Seconds())
+	if sr := out.stream; sr != nil {
+		// A streamed body that met a card number or the body limit was
+		// cut short: that, not the vendor, is why the request failed.
+		switch {
+		case sr.found != nil:
+			if err == nil {
+				resp.Body.Close()
+			}
+			return nil, x.decision.CardRefusal("the body", sr.found)
+		case errors.Is(sr.err, errBodyTooLarge):
+			if err == nil {
+				resp.Body.Close()
+			}
+			return nil, &engine.Error{Code: engine.CodeBodyTooLarge, Reason: fmt.Sprintf("the body is larger than the limit of %d bytes", x.p.cfg.MaxBody)}
+		}
+	}
 	if err != nil {
 		return nil, upstreamError(x.decision.Vendor, err)
 	}

@@ -83,8 +83,9 @@ func (x *Exchange) record(kind, outcome string, status int) *ledger.Record {
 			rec.FieldsRemovedCount += rep.RemovedCount
 			rec.Transformed = tr.add(rec.Transformed, prefix, rep.Transformed)
 			rec.CardsRedacted = cards.add(rec.CardsRedacted, prefix, rep.Cards)
+			rec.Truncated = rec.Truncated || rep.Truncated
 		}
-		rec.Truncated = sent.truncated || removed.truncated || tr.truncated || cards.truncated
+		rec.Truncated = rec.Truncated || sent.truncated || removed.truncated || tr.truncated || cards.truncated
 	}
 	return rec
 }

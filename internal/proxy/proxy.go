@@ -188,6 +188,7 @@ func requestOf(r *http.Request, via string, t target, body io.Reader) *pipeline.
 		Header:        r.Header,
 		Body:          body,
 		ContentLength: r.ContentLength,
+		Streamable:    true,
 	}
 }
 

@@ -1,0 +1,213 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/pare-dev/pare/filters"
+	"github.com/pare-dev/pare/internal/engine"
+)
+
+// The card guard on everything that leaves. The field masks (filters) guard
+// the body they write; the rest of a request is guarded here, with the
+// decision's guard (engine.Decision.CardGuard) unless it is "allow":
+//
+//   - every decoded segment of the URL path: a card number there is
+//     refused, never redacted (rewriting a path would address another
+//     resource than the one the policy decided on);
+//   - every header value sent: refused, or redacted;
+//   - opaque bodies: scanned whole when in memory, or as they stream to the
+//     vendor (a window carried across reads, never the body buffered), and
+//     refused, never redacted (rewriting bytes would corrupt the object);
+//   - in dry run, the original query, headers and body, which leave in
+//     place of the filtered ones: a card number anywhere in them sends the
+//     filtered request instead.
+//
+// The query string is guarded by filters.Query, which writes it.
+
+// guardPath refuses a path with a card number in any segment.
+func guardPath(d *engine.Decision, path string) error {
+	if d.CardGuard() == filters.CardsAllow {
+		return nil
+	}
+	for _, seg := range strings.Split(path, "/") {
+		if start, _ := filters.CardIndexString(seg); start >= 0 {
+			return d.CardRefusal("the URL path", filters.ErrCardNumber)
+		}
+	}
+	return nil
+}
+
+// guardHeaders applies the guard to every value of h, which is what is
+// about to leave: redacted values are replaced in place and their names
+// added to rep.Cards ("header:"-prefixed by the ledger).
+func guardHeaders(d *engine.Decision, h http.Header, rep *filters.Report) error {
+	g := d.CardGuard()
+	if g == filters.CardsAllow {
+		return nil
+	}
+	for name, vs := range h {
+		for i, v := range vs {
+			out, n, err := filters.GuardCardsString(v, g)
+			if err != nil {
+				return d.CardRefusal(fmt.Sprintf("header %s", strings.ToLower(name)), err)
+			}
+			if n > 0 {
+				vs[i] = out
+				if rep != nil {
+					rep.Cards = append(rep.Cards, strings.ToLower(name))
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// guardOpaque scans an opaque body held in memory. Opaque bodies are
+// refused rather than redacted under either guard.
+func guardOpaque(d *engine.Decision, body []byte) error {
+	if d.CardGuard() == filters.CardsAllow {
+		return nil
+	}
+	if start, _ := filters.CardIndex(body); start >= 0 {
+		return d.CardRefusal("the body", filters.ErrCardNumber)
+	}
+	return nil
+}
+
+// everything keeps a whole JSON or form body: run with the guard on, it
+// finds a card number anywhere in an original body (dry run).
+var everything = func() *filters.Mask {
+	m, err := filters.Compile([]string{"*"}, nil)
+	if err != nil {
+		panic(err) // a constant mask
+	}
+	return m
+}()
+
+// originalHasCard reports whether the app's own query, headers or body —
+// what dry run would send — hold a card number.
+func originalHasCard(contentType, rawQuery string, h http.Header, body []byte) bool {
+	if rawQuery != "" {
+		if q, err := url.ParseQuery(rawQuery); err != nil {
+			return true // cannot be read: do not send it as it is
+		} else {
+			for k, vs := range q {
+				if s, _ := filters.CardIndexString(k); s >= 0 {
+					return true
+				}
+				for _, v := range vs {
+					if s, _ := filters.CardIndexString(v); s >= 0 {
+						return true
+					}
+				}
+			}
+		}
+	}
+	for _, vs := range h {
+		for _, v := range vs {
+			if s, _ := filters.CardIndexString(v); s >= 0 {
+				return true
+			}
+		}
+	}
+	if len(body) == 0 {
+		return false
+	}
+	opt := &filters.Options{Cards: filters.CardsBlock}
+	var err error
+	switch engine.MediaOf(contentType) {
+	case engine.MediaJSON:
+		_, _, err = everything.JSON(nil, body, opt)
+	case engine.MediaForm:
+		_, _, err = everything.Form(nil, body, opt)
+	default:
+		s, _ := filters.CardIndex(body)
+		return s >= 0
+	}
+	return err != nil // a card number, or a body that cannot be read: not sent as it is
+}
+
+// sentContentType is the Content-Type Pare sends with a body: the body's
+// media type, checked, with only the parameters that describe the bytes
+// (charset for text and JSON and forms, boundary for multipart). The
+// app's other parameters are not sent: a parameter can carry any text.
+func sentContentType(contentType string) string {
+	mt, params, err := mime.ParseMediaType(contentType)
+	if err != nil || mt == "" {
+		return ""
+	}
+	keep := map[string]string{}
+	if cs, ok := params["charset"]; ok {
+		keep["charset"] = strings.ToLower(cs)
+	}
+	if b, ok := params["boundary"]; ok && strings.HasPrefix(mt, "multipart/") {
+		keep["boundary"] = b
+	}
+	return mime.FormatMediaType(mt, keep)
+}
+
+// scanReader streams an opaque body to the vendor through the card guard:
+// bytes pass as soon as they cannot be part of a card number, and a card
+// number ends the body with an error (the transport then aborts the
+// upstream request; the vendor sees a truncated body without the number).
+// It also enforces the body limit while streaming.
+type scanReader struct {
+	src   io.Reader
+	cw    *filters.CardWriter // nil under CardsAllow
+	buf   chunkBuffer
+	read  int64
+	max   int64
+	err   error
+	found error // the card refusal, kept for the exchange
+	tmp   []byte
+}
+
+// chunkBuffer is what the CardWriter released and the transport has not
+// read yet.
+type chunkBuffer struct{ b []byte }
+
+func (c *chunkBuffer) Write(p []byte) (int, error) { c.b = append(c.b, p...); return len(p), nil }
+
+func (r *scanReader) Read(p []byte) (int, error) {
+	for len(r.buf.b) == 0 && r.err == nil {
+		n, err := r.src.Read(r.tmp)
+		r.read += int64(n)
+		if r.read > r.max {
+			r.err = errBodyTooLarge
+			break
+		}
+		if r.cw == nil {
+			r.buf.b = append(r.buf.b, r.tmp[:n]...)
+		} else if n > 0 {
+			if _, werr := r.cw.Write(r.tmp[:n]); werr != nil {
+				r.err, r.found = werr, werr
+				break
+			}
+		}
+		if err == io.EOF {
+			if r.cw != nil {
+				if cerr := r.cw.Close(); cerr != nil {
+					r.err, r.found = cerr, cerr
+					break
+				}
+			}
+			r.err = io.EOF
+		} else if err != nil {
+			r.err = err
+		}
+	}
+	if len(r.buf.b) > 0 {
+		n := copy(p, r.buf.b)
+		r.buf.b = r.buf.b[:copy(r.buf.b, r.buf.b[n:])]
+		return n, nil
+	}
+	return 0, r.err
+}
+
+var errBodyTooLarge = errors.New("the body is larger than the limit")
