@@ -651,7 +651,7 @@ func (r *runner) startPare(ctx context.Context, stubAddr string, extra ...string
 	r.nextID++
 	args := []string{"serve", "--listen", listen, "--admin", admin, "--service", "billing",
 		"--ledger", filepath.Join(cmp.Or(r.cfg.LedgerDir, r.cfg.WorkDir), fmt.Sprintf("pare-bench-ledger-%d-%d.jsonl", os.Getpid(), r.nextID)),
-		"--hmac-key-file", r.hmac, "--upstream-ca", r.pki.CA, "--log-level", "warn"}
+		"--hmac-key-file", r.hmac, "--upstream-ca", r.pki.CA, "--log-level", "warn", "--pprof"}
 	for _, h := range []string{stripeHost, zendeskHost, eventbriteHost} {
 		args = append(args, "--resolve", h+":443:"+stubAddr)
 	}

@@ -35,6 +35,7 @@ func commands() []command {
 		{"check", "compile the policies, validate every contract, run the Rego tests", runCheck},
 		{"ledger", "verify, query or report on the disclosure ledger", runLedger},
 		{"demo", "start local vendor stubs and the proxy, send realistic requests, show what left", runDemo},
+		{"version", "print the version, VCS revision and Go version of this build", runVersion},
 	}
 }
 

@@ -101,7 +101,7 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	addrc := make(chan string, 1)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- serve(ctx, c, newLogger(io.Discard, "text", "error"), func(egress, _ string) { addrc <- egress })
+		errc <- serve(ctx, c, newLogger(io.Discard, "text", "error"), func(egress, _, _ string) { addrc <- egress })
 	}()
 	var addr string
 	select {

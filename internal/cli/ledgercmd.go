@@ -15,10 +15,13 @@ import (
 
 func runLedger(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: proxy ledger verify FILE... | query --subject ID [--vendor V] [--since T] [--json] [FILE...] | report --subject ID --format html|csv|json [FILE...]")
+		ledgerUsage(stderr)
 		return exitUsage
 	}
 	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		ledgerUsage(stderr)
+		return exitOK
 	case "verify":
 		return ledgerVerify(args[1:], stdout, stderr)
 	case "query":
@@ -28,6 +31,19 @@ func runLedger(_ context.Context, args []string, _ io.Reader, stdout, stderr io.
 	}
 	fmt.Fprintf(stderr, "proxy ledger: unknown subcommand %q (verify, query, report)\n", args[0])
 	return exitUsage
+}
+
+func ledgerUsage(w io.Writer) {
+	fmt.Fprint(w, `Usage: proxy ledger <subcommand> [flags] [FILE...]
+
+Subcommands:
+  verify   check the hash chain of the ledger and its rotated files
+  query    list the disclosures about one data subject
+  report   the answer to "who received this person's data", as html, csv or json
+
+FILE defaults to pare-ledger.jsonl and stands for its rotated files too.
+Run 'proxy ledger <subcommand> -h' for its flags.
+`)
 }
 
 // ledgerFiles expands the positional arguments: a ledger path stands for its

@@ -11,13 +11,13 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/pare-dev/pare/internal/buildinfo"
 	"github.com/pare-dev/pare/internal/consent"
 	"github.com/pare-dev/pare/internal/engine"
 	"github.com/pare-dev/pare/internal/ledger"
@@ -25,10 +25,18 @@ import (
 	"github.com/pare-dev/pare/policies"
 )
 
+func newServeFlagSet(c *Config, configPath *string) *flag.FlagSet {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	serveFlags(fs, c, configPath)
+	return fs
+}
+
 func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.StringVar(configPath, "config", "", "YAML config file (keys as the flags, with _ for -); flags override it")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "egress listener (the app's HTTP_PROXY)")
-	fs.StringVar(&c.Admin, "admin", c.Admin, "admin listener: /metrics /healthz /readyz /debug/policy (empty: off)")
+	fs.StringVar(&c.Admin, "admin", c.Admin, "admin listener: /metrics /healthz /readyz /debug/policy, /debug/pprof/ with --pprof (empty: off)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "listener serving only /metrics /healthz /readyz, for Prometheus and probes when admin stays on loopback (empty: off)")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve /debug/pprof/ on the admin listener")
 	fs.StringVar(&c.Policies, "policies", c.Policies, "policies directory, hot reloaded (default: the bundled policies)")
 	fs.StringVar(&c.Service, "service", c.Service, "this workload's service name (input.source.service)")
 	fs.StringVar(&c.Ledger, "ledger", c.Ledger, "disclosure ledger file")
@@ -47,6 +55,12 @@ func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.IntVar(&c.MaxConnsPerVendor, "max-conns-per-vendor", c.MaxConnsPerVendor, "bound on concurrent upstream connections per vendor host")
 	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", c.UpstreamTimeout, "how long to wait for a vendor's response headers (504 after)")
 	fs.IntVar(&c.GCPercent, "gc-percent", c.GCPercent, "Go GC target percentage (GOGC in the environment overrides it; 0: the runtime's default)")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "how long an app may take to send a request's headers")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", c.ReadTimeout, "how long an app may take to send a whole request")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "how long answering a request may take, vendor included")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "how long an idle keep-alive connection from the app stays open")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long in-flight requests may take to finish on shutdown")
+	fs.Var(&c.MaxHeaderBytes, "max-header-bytes", "largest request header block accepted (431 beyond)")
 }
 
 // defaultGCPercent is the GC target Pare runs with unless GOGC is set. Its
@@ -75,9 +89,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	// over the file so that flags win.
 	var configPath string
 	scratch := defaultConfig()
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs := newServeFlagSet(&scratch, &configPath)
 	fs.SetOutput(stderr)
-	serveFlags(fs, &scratch, &configPath)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -88,9 +101,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 			return exitUsage
 		}
 	}
-	fs = flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs = newServeFlagSet(&c, &configPath)
 	fs.SetOutput(io.Discard)
-	serveFlags(fs, &c, &configPath)
 	_ = fs.Parse(args)
 	if err := c.validate(); err != nil {
 		fmt.Fprintln(stderr, "proxy serve: config:", err)
@@ -105,8 +117,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 }
 
 func newLogger(w io.Writer, format, level string) *slog.Logger {
-	var lv slog.Level
-	_ = lv.UnmarshalText([]byte(level))
+	lv, _ := parseLogLevel(level) // validated with the config
 	opts := &slog.HandlerOptions{Level: lv}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
@@ -115,38 +126,29 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 }
 
 // listening reports the bound addresses (for the demo and tests, which
-// listen on port 0).
-type listening func(egress, admin string)
+// listen on port 0); "" for a listener that is off.
+type listening func(egress, admin, metrics string)
 
 // serve runs the proxy until ctx is done, then drains in-flight requests and
 // closes the ledger.
 func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) error {
+	pre, err := c.preflight(ctx, log)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	applyGCPercent(c, log)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildinfo.Get().Collector())
 	metrics := proxy.NewMetrics(reg)
+	reloads := newReloads(reg, metrics, log)
 
-	var hmacKey []byte
-	if c.HMACKeyFile != "" {
-		b, err := os.ReadFile(c.HMACKeyFile)
-		if err != nil {
-			return fmt.Errorf("hmac key: %w", err)
-		}
-		hmacKey = []byte(strings.TrimSpace(string(b)))
-		if len(hmacKey) < 16 {
-			return fmt.Errorf("hmac key %s: at least 16 bytes wanted", c.HMACKeyFile)
-		}
-	} else {
+	if c.HMACKeyFile == "" {
 		log.Warn("no --hmac-key-file: hmac pseudonyms use a random key and change on restart")
 	}
-	eng, err := engine.New(engine.Options{HMACKey: hmacKey})
+	eng, err := engine.New(engine.Options{HMACKey: pre.hmacKey})
 	if err != nil {
 		return err
-	}
-	swapped := func(p *engine.Policy) {
-		metrics.Revision.Reset()
-		metrics.Revision.WithLabelValues(p.Revision).Set(1)
-		metrics.LastReload.SetToCurrentTime()
 	}
 	var pol *engine.Policy
 	if c.Policies == "" {
@@ -157,13 +159,10 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 	if err != nil {
 		// Start anyway and refuse with 503 until a valid policy arrives:
 		// /readyz tells the orchestrator, and the watcher may fix it.
-		metrics.Reloads.WithLabelValues("failure").Inc()
-		log.Error("policy not loaded: every request is refused until it is fixed", "err", err)
+		reloads.failed(err, true)
 	} else {
-		metrics.Reloads.WithLabelValues("success").Inc()
 		eng.Swap(pol)
-		swapped(pol)
-		log.Info("policy loaded", "revision", pol.Revision[:12], "files", len(pol.Files), "vendors", len(pol.Vendors))
+		reloads.loaded(pol, true)
 	}
 
 	fsyncSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -204,30 +203,15 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); wg.Wait() }()
 	switch {
-	case c.Consents != "":
-		f, err := consent.OpenFile(c.Consents, log)
-		if err != nil {
-			return err
-		}
+	case pre.consentFile != nil:
+		f := pre.consentFile
 		src = f
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = f.Watch(ctx) }()
-	case c.ConsentURL != "":
-		h, err := consent.NewHTTP(c.ConsentURL, consent.HTTPOptions{TTL: c.ConsentTTL})
-		if err != nil {
-			return err
-		}
-		src = h
+	case pre.consentHTTP != nil:
+		src = pre.consentHTTP
 	}
-
-	resolve := map[string]string{}
-	for _, r := range c.Resolve {
-		hp, addr, err := proxy.ParseResolve(r)
-		if err != nil {
-			return err
-		}
-		resolve[hp] = addr
-	}
+	resolve := pre.resolve
 	px, err := proxy.New(proxy.Config{
 		Engine: eng, Ledger: led, Consents: src, Metrics: metrics, Logger: log,
 		Service: c.Service, MaxBody: int64(c.MaxBody), BodyMemory: int64(c.MaxBodyMemory), DryRun: c.DryRun,
@@ -247,13 +231,10 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 			defer wg.Done()
 			err := eng.Watch(ctx, c.Policies, engine.LoadOptions{}, func(p *engine.Policy, err error) {
 				if err != nil {
-					metrics.Reloads.WithLabelValues("failure").Inc()
-					log.Error("policy reload failed: keeping the last good policy", "err", err)
+					reloads.failed(err, false)
 					return
 				}
-				metrics.Reloads.WithLabelValues("success").Inc()
-				swapped(p)
-				log.Info("policy reloaded", "revision", p.Revision[:12], "files", len(p.Files))
+				reloads.loaded(p, false)
 			})
 			if err != nil {
 				log.Error("policy watcher stopped", "err", err)
@@ -275,7 +256,7 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	servers := []*http.Server{egress}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- egress.Serve(egressLn) }()
 	adminAddr := ""
 	if c.Admin != "" {
@@ -285,14 +266,28 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 			return fmt.Errorf("admin listener: %w", err)
 		}
 		adminAddr = adminLn.Addr().String()
-		admin := &http.Server{Handler: proxy.AdminHandler(eng, reg), ReadHeaderTimeout: 5 * time.Second}
+		admin := &http.Server{Handler: adminHandler(eng, reg, c.Pprof), ReadHeaderTimeout: 5 * time.Second}
 		servers = append(servers, admin)
 		go func() { errc <- admin.Serve(adminLn) }()
 	}
-	log.Info("pare listening", "egress", egressLn.Addr().String(), "admin", adminAddr,
+	metricsAddr := ""
+	if c.MetricsListen != "" {
+		ln, err := net.Listen("tcp", c.MetricsListen)
+		if err != nil {
+			for _, s := range servers {
+				s.Close()
+			}
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		metricsAddr = ln.Addr().String()
+		m := &http.Server{Handler: metricsHandler(eng, reg), ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, m)
+		go func() { errc <- m.Serve(ln) }()
+	}
+	log.Info("pare listening", "egress", egressLn.Addr().String(), "admin", adminAddr, "metrics", metricsAddr,
 		"service", c.Service, "ledger", c.Ledger, "dry_run", c.DryRun)
 	if ready != nil {
-		ready(egressLn.Addr().String(), adminAddr)
+		ready(egressLn.Addr().String(), adminAddr, metricsAddr)
 	}
 
 	select {
