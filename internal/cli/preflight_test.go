@@ -57,7 +57,7 @@ func TestCheckConfigAgreesWithServe(t *testing.T) {
 		{"consent url without host", "consent_url: http:///x\n", "consent_url:"},
 		{"ledger directory missing", "ledger: " + filepath.Join(dir, "nope", "l.jsonl") + "\n", "ledger directory"},
 		{"ledger directory is a file", "ledger: " + filepath.Join(notDir, "l.jsonl") + "\n", "ledger directory"},
-		{"ledger is a directory", "ledger: " + ledgerDir + "\n", "not a regular file"},
+		{"ledger is a directory", "ledger: " + ledgerDir + "\n", "is a directory"},
 		{"policies directory missing", "policies: " + filepath.Join(dir, "nope") + "\n", "policies:"},
 		{"upstream CA not PEM", "upstream_ca: [" + notPEM + "]\n", "upstream_ca"},
 		{"bad resolve", "resolve: [api.stripe.com]\n", "resolve"},
