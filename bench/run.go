@@ -679,12 +679,9 @@ func goBuild(ctx context.Context, dir, out, pkg string) error {
 	return nil
 }
 
-func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		return p
-	}
-	return "go"
-}
+// goTool is the go command on PATH: the one that built and runs this
+// harness (runtime.GOROOT is deprecated: it names the build machine's).
+func goTool() string { return "go" }
 
 func fileExists(p string) bool {
 	_, err := os.Stat(p)

@@ -943,18 +943,3 @@ func containsLabel(set, kv string) bool {
 // ledgerRecord is one line of the ledger.
 type ledgerRecord = ledger.Record
 
-// waitLog polls the proxy's log until a line contains substr: the egress
-// line is written after the response has been sent.
-func (p *proxyProc) waitLog(t testing.TB, substr string) bool {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		if strings.Contains(p.logs.String(), substr) {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

@@ -24,9 +24,9 @@ import (
 var demoData embed.FS
 
 type demoCase struct {
-	title, method, url, contentType, file, purpose, subject, service string
-	headers                                                          map[string]string
-	body                                                             string // inline body instead of file
+	title, method, url, contentType, file, purpose, subject string
+	headers                                                 map[string]string
+	body                                                    string // inline body instead of file
 }
 
 var demoCases = []demoCase{
