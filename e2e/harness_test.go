@@ -942,4 +942,3 @@ func containsLabel(set, kv string) bool {
 
 // ledgerRecord is one line of the ledger.
 type ledgerRecord = ledger.Record
-
