@@ -215,7 +215,11 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 	defer r.ps.stopAll()
 
 	res = &Results{Quick: cfg.Quick, Machine: machine(), Started: time.Now(), Rows: cfg.Rows, Concurrency: cfg.Concurrency, RowNA: r.rowNA}
-	defer func() { res.Elapsed = time.Since(res.Started) }()
+	defer func() {
+		if res != nil { // nil when Run fails early (a timeout, say)
+			res.Elapsed = time.Since(res.Started)
+		}
+	}()
 
 	if r.pki, err = writeStubPKI(cfg.WorkDir); err != nil {
 		return nil, err
