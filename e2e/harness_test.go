@@ -29,7 +29,6 @@ import (
 	"time"
 
 	"github.com/pare-dev/pare/internal/ledger"
-	"github.com/pare-dev/pare/internal/ociimage"
 	"github.com/pare-dev/pare/internal/vendorstub"
 )
 
@@ -91,10 +90,13 @@ func runMain(m *testing.M) int {
 		return m.Run()
 	}
 	proxyBin = filepath.Join(tmp, "proxy")
-	// Built exactly as the container image's binary is (static, trimmed):
-	// the e2e tests test what ships, and TestImage packs this very file.
-	if err := ociimage.GoBuild(context.Background(), root, "./cmd/proxy", ociimage.HostPlatform(), proxyBin); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+	// Built with go test's own settings, so every package comes from the
+	// build cache the test binaries just filled. (The image's static build
+	// recompiles everything: TestImage checks that one, in CI.)
+	build := exec.Command("go", "build", "-o", proxyBin, "./cmd/proxy")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/proxy: %v\n%s", err, out)
 		return 1
 	}
 	return m.Run()

@@ -45,8 +45,7 @@ const (
 
 // GoBuildEnv and GoBuildFlags build the binary the image ships: static (no
 // cgo, so no libc to find in an empty image), without the build machine's
-// paths, stripped. The e2e tests build with the same so that they test the
-// binary the image holds.
+// paths, stripped.
 var (
 	GoBuildEnv   = []string{"CGO_ENABLED=0"}
 	GoBuildFlags = []string{"-trimpath", "-ldflags=-s -w", "-buildvcs=auto"}
