@@ -1,5 +1,6 @@
 // Package charts holds the Helm chart of the Pare sidecar (charts/pare). Its
-// tests render the chart with the pinned Helm (`go tool helm`) for several
+// tests render the chart with the pinned Helm (the packages behind `helm
+// lint` and `helm template`, see helm_test.go) for several
 // values files and for an application chart that depends on it, and check
 // what a platform engineer relies on: golden manifests, `helm lint`, the
 // values schema, the real Kubernetes schemas, the "restricted" Pod Security
@@ -12,51 +13,15 @@ import (
 	"flag"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/golden from the rendered manifests")
-
-var (
-	helmOnce sync.Once
-	helmPath string
-	helmErr  error
-)
-
-// helm runs the Helm pinned in go.mod. `go tool -n helm` builds it once
-// into the build cache and prints its path; running that binary directly
-// spares each call the go command's start-up.
-func helm(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	helmOnce.Do(func() {
-		out, err := exec.Command("go", "tool", "-n", "helm").Output()
-		helmPath = strings.TrimSpace(string(out))
-		if err == nil {
-			_, err = os.Stat(helmPath)
-		}
-		helmErr = err
-	})
-	if helmErr != nil {
-		t.Fatalf("go tool -n helm: %v", helmErr)
-	}
-	cmd := exec.Command(helmPath, args...)
-	home := t.TempDir() // nothing of the user's Helm setup, nothing written to it
-	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home, "HELM_CONFIG_HOME="+home, "HELM_DATA_HOME="+home)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if err != nil {
-		return stdout.String() + stderr.String(), err
-	}
-	return stdout.String(), nil
-}
 
 func mustHelm(t *testing.T, args ...string) string {
 	t.Helper()
@@ -102,7 +67,7 @@ func ofKind(objs []object, kind string) []object {
 
 func skipShort(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds Helm and downloads the Kubernetes schemas")
+		t.Skip("renders the chart and downloads the Kubernetes schemas")
 	}
 }
 
