@@ -222,7 +222,11 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 	defer r.ps.stopAll()
 
 	res = &Results{Quick: cfg.Quick, Machine: machine(), Started: time.Now(), Rows: cfg.Rows, Concurrency: cfg.Concurrency, RowNA: r.rowNA}
-	defer func() { res.Elapsed = time.Since(res.Started) }()
+	defer func() {
+		if res != nil { // nil when Run fails early (a timeout, say)
+			res.Elapsed = time.Since(res.Started)
+		}
+	}()
 
 	if r.pki, err = writeStubPKI(cfg.WorkDir); err != nil {
 		return nil, err
@@ -670,7 +674,7 @@ func (r *runner) startPare(ctx context.Context, stubAddr string, extra ...string
 	r.nextID++
 	args := []string{"serve", "--listen", listen, "--admin", admin, "--service", "billing",
 		"--ledger", filepath.Join(cmp.Or(r.cfg.LedgerDir, r.cfg.WorkDir), fmt.Sprintf("pare-bench-ledger-%d-%d.jsonl", os.Getpid(), r.nextID)),
-		"--hmac-key-file", r.hmac, "--upstream-ca", r.pki.CA, "--log-level", "warn", "--consents", r.consents,
+		"--hmac-key-file", r.hmac, "--upstream-ca", r.pki.CA, "--log-level", "warn", "--consents", r.consents, "--pprof",
 		"--state-dir", filepath.Join(r.cfg.WorkDir, "pare-state")}
 	for _, h := range []string{stripeHost, zendeskHost, eventbriteHost, mailchimpHost} {
 		args = append(args, "--resolve", h+":443:"+stubAddr)
@@ -699,12 +703,9 @@ func goBuild(ctx context.Context, dir, out, pkg string) error {
 	return nil
 }
 
-func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		return p
-	}
-	return "go"
-}
+// goTool is the go command on PATH: the one that built and runs this
+// harness (runtime.GOROOT is deprecated: it names the build machine's).
+func goTool() string { return "go" }
 
 func fileExists(p string) bool {
 	_, err := os.Stat(p)

@@ -1,44 +1,46 @@
-// Package charts holds the Helm chart of the Pare sidecar; this test renders
-// it with Helm itself and checks what a platform engineer relies on.
+// Package charts holds the Helm chart of the Pare sidecar (charts/pare). Its
+// tests render the chart with the pinned Helm (the packages behind `helm
+// lint` and `helm template`, see helm_test.go) for several
+// values files and for an application chart that depends on it, and check
+// what a platform engineer relies on: golden manifests, `helm lint`, the
+// values schema, the real Kubernetes schemas, the "restricted" Pod Security
+// Standard, and that the rendered sidecar config is one `proxy serve`
+// accepts in the filesystem the pod mounts for it.
 package charts
 
 import (
 	"bytes"
+	"flag"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
-
-	"github.com/pare-dev/pare/internal/cli"
 )
 
-// helm is pinned: `go run` of a fixed version builds the same Helm on every
-// machine, with nothing installed by hand.
-var helm = []string{"run", "helm.sh/helm/v3/cmd/helm@v3.22.0"}
+var update = flag.Bool("update", false, "rewrite testdata/golden from the rendered manifests")
 
-func runHelm(t *testing.T, args ...string) string {
+func mustHelm(t *testing.T, args ...string) string {
 	t.Helper()
-	cmd := exec.Command("go", append(append([]string(nil), helm...), args...)...)
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("helm %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), stderr.String())
+	out, err := helm(t, args...)
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return out.String()
+	return out
 }
 
 type object map[string]any
 
-func docs(t *testing.T, rendered string) map[string]object {
+// docs splits a rendered manifest into its objects, in order.
+func docs(t *testing.T, rendered string) []object {
 	t.Helper()
-	out := map[string]object{}
+	var out []object
 	dec := yaml.NewDecoder(strings.NewReader(rendered))
 	for {
-		var o object
+		var o map[string]any // nested maps decode as map[string]any too
 		err := dec.Decode(&o)
 		if err == io.EOF {
 			break
@@ -47,107 +49,253 @@ func docs(t *testing.T, rendered string) map[string]object {
 			t.Fatalf("rendered YAML: %v\n%s", err, rendered)
 		}
 		if o != nil {
-			out[o["kind"].(string)] = o
+			out = append(out, object(o))
 		}
 	}
 	return out
 }
 
-func get(t *testing.T, v any, path ...any) any {
-	t.Helper()
-	for _, p := range path {
-		switch k := p.(type) {
-		case string:
-			m, ok := v.(object)
-			if !ok {
-				if mm, ok2 := v.(map[string]any); ok2 {
-					m, ok = object(mm), true
-				}
-			}
-			if !ok {
-				t.Fatalf("%v: not an object at %q", path, k)
-			}
-			v = m[k]
-		case int:
-			v = v.([]any)[k]
+func ofKind(objs []object, kind string) []object {
+	var out []object
+	for _, o := range objs {
+		if o["kind"] == kind {
+			out = append(out, o)
 		}
 	}
-	return v
+	return out
 }
 
-func TestChart(t *testing.T) {
+func skipShort(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds Helm")
+		t.Skip("renders the chart and downloads the Kubernetes schemas")
 	}
-	runHelm(t, "lint", "pare", "--strict")
-	rendered := runHelm(t, "template", "demo", "pare",
-		"--set", "example.enabled=true", "--set", "service=billing",
-		"--set", "hmacKeySecret=pare-hmac", "--set", "consent.url=http://consent.default.svc/v1/consents",
-		"--set", "podMonitor.enabled=true", "--set", "ledger.existingClaim=pare-ledger")
-	d := docs(t, rendered)
-	for _, kind := range []string{"ConfigMap", "Deployment", "PodMonitor"} {
-		if d[kind] == nil {
-			t.Fatalf("no %s rendered:\n%s", kind, rendered)
-		}
-	}
+}
 
-	// The rendered sidecar config is one `proxy serve` accepts: strict keys,
-	// valid values.
-	cfg := get(t, d["ConfigMap"], "data", "config.yaml").(string)
-	f := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(f, []byte(cfg), 0o600); err != nil {
+// parentChart lays out the application chart of testdata/parent with this
+// repository's pare chart as its dependency, as `helm dependency build`
+// would, and returns its directory. alias, when set, names the dependency
+// differently and passes its context to the named templates explicitly.
+func parentChart(t *testing.T, alias string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "shop")
+	if err := os.CopyFS(dir, os.DirFS("testdata/parent")); err != nil {
 		t.Fatal(err)
 	}
-	var stdout, stderr bytes.Buffer
-	if code := cli.Main([]string{"check", "--config", f}, nil, &stdout, &stderr); code != 0 {
-		t.Fatalf("proxy check --config rejects the chart's config (exit %d): %s\n%s", code, stderr.String(), cfg)
+	if err := os.CopyFS(filepath.Join(dir, "charts", "pare"), os.DirFS("pare")); err != nil {
+		t.Fatal(err)
 	}
-	for _, want := range []string{"listen: 127.0.0.1:15001", "admin: 0.0.0.0:15000", `service: "billing"`,
-		"hmac_key_file: /etc/pare/hmac/hmac.key", "consent_url:"} {
-		if !strings.Contains(cfg, want) {
-			t.Errorf("config lacks %q:\n%s", want, cfg)
+	if alias == "" {
+		return dir
+	}
+	edit := func(path string, from, to string) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(b, []byte(from)) {
+			t.Fatalf("%s has no %q", path, from)
+		}
+		if err := os.WriteFile(path, bytes.ReplaceAll(b, []byte(from), []byte(to)), 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
+	edit(filepath.Join(dir, "Chart.yaml"), "repository: file://../../pare", "repository: file://../../pare\n    alias: "+alias)
+	edit(filepath.Join(dir, "values.yaml"), "\npare:\n", "\n"+alias+":\n")
+	for _, f := range []string{"deployment.yaml", "job.yaml"} {
+		edit(filepath.Join(dir, "templates", f), `" . |`, `" .Subcharts.`+alias+` |`)
+	}
+	return dir
+}
 
-	containers := get(t, d["Deployment"], "spec", "template", "spec", "containers").([]any)
-	if len(containers) != 2 {
-		t.Fatalf("%d containers, want the app and the sidecar", len(containers))
+// renderCase is one way to install the chart.
+type renderCase struct {
+	name   string
+	parent bool     // render testdata/parent, which depends on pare
+	values []string // files under testdata/values
+}
+
+var renderCases = []renderCase{
+	{name: "default"},
+	{name: "example", values: []string{"example.yaml"}},
+	{name: "networkpolicy", values: []string{"networkpolicy.yaml"}},
+	{name: "custom-policies", values: []string{"custom-policies.yaml"}},
+	{name: "parent", parent: true},
+}
+
+func (rc renderCase) args(t *testing.T) (chart string, values []string) {
+	chart = "pare"
+	if rc.parent {
+		chart = parentChart(t, "")
 	}
-	app, pare := containers[0], containers[1]
-	if get(t, pare, "name") != "pare" {
-		t.Fatalf("second container is %v, want pare", get(t, pare, "name"))
+	for _, v := range rc.values {
+		values = append(values, "-f", filepath.Join("testdata", "values", v))
 	}
-	env := get(t, app, "env").([]any)
-	if get(t, env[0], "name") != "HTTP_PROXY" || get(t, env[0], "value") != "http://127.0.0.1:15001" {
-		t.Errorf("app env %v: want HTTP_PROXY at the sidecar", env)
+	return chart, values
+}
+
+// TestChart renders every case, compares it with its golden manifest and
+// runs every check on it; `helm lint --strict` must pass for each.
+func TestChart(t *testing.T) {
+	skipShort(t)
+	ks := loadKubeSchemas(t)
+	for _, rc := range renderCases {
+		t.Run(rc.name, func(t *testing.T) {
+			chart, values := rc.args(t)
+			mustHelm(t, append([]string{"lint", "--strict", chart}, values...)...)
+			rendered := mustHelm(t, append([]string{"template", "demo", chart, "--namespace", "shop"}, values...)...)
+			golden(t, filepath.Join("testdata", "golden", rc.name+".yaml"), rendered)
+			objs := docs(t, rendered)
+			if len(ofKind(objs, "ConfigMap")) != 1 {
+				t.Fatalf("want exactly one ConfigMap (the sidecar's config), got:\n%s", rendered)
+			}
+			for _, o := range objs {
+				if err := ks.validate(o); err != nil {
+					t.Errorf("Kubernetes schema: %v", err)
+				}
+			}
+			checkPods(t, objs)
+		})
 	}
-	if get(t, pare, "readinessProbe", "httpGet", "path") != "/readyz" || get(t, pare, "livenessProbe", "httpGet", "path") != "/healthz" {
-		t.Error("the sidecar's probes are not /readyz and /healthz")
+}
+
+func golden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
 	}
-	if get(t, pare, "securityContext", "readOnlyRootFilesystem") != true || get(t, pare, "securityContext", "runAsNonRoot") != true {
-		t.Error("the sidecar does not run as non-root on a read-only root filesystem")
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./charts/ -update to create it)", err)
 	}
-	vols := map[string]bool{}
-	for _, v := range get(t, d["Deployment"], "spec", "template", "spec", "volumes").([]any) {
-		vols[get(t, v, "name").(string)] = true
+	if string(want) != got {
+		t.Errorf("rendered manifest differs from %s (go test ./charts/ -update rewrites it after review):\n%s",
+			path, lineDiff(string(want), got))
 	}
-	for _, want := range []string{"pare-config", "pare-ledger", "pare-hmac"} {
-		if !vols[want] {
-			t.Errorf("volume %s missing (have %v)", want, vols)
+}
+
+// lineDiff shows the first lines that differ, enough to see what changed.
+func lineDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	for i := 0; i < len(w) || i < len(g); i++ {
+		var wl, gl string
+		if i < len(w) {
+			wl = w[i]
+		}
+		if i < len(g) {
+			gl = g[i]
+		}
+		if wl != gl {
+			return "line " + strconv.Itoa(i+1) + ":\n- " + wl + "\n+ " + gl
 		}
 	}
-	if get(t, d["PodMonitor"], "spec", "podMetricsEndpoints", 0, "port") != "pare-admin" {
-		t.Error("the PodMonitor does not scrape the admin port")
-	}
+	return "(equal lines; trailing difference)"
+}
 
-	// Custom policies from ConfigMaps are mounted where the config says.
-	rendered = runHelm(t, "template", "demo", "pare", "--set", "example.enabled=true",
-		"--set", "policies.configMap=my-policies", "--set", "policies.contractsConfigMap=my-contracts")
-	d = docs(t, rendered)
-	if cfg := get(t, d["ConfigMap"], "data", "config.yaml").(string); !strings.Contains(cfg, "policies: /etc/pare/policies") {
-		t.Errorf("config does not point at the mounted policies:\n%s", cfg)
+// TestChartAlias: a chart that renames the dependency passes its context
+// (.Subcharts.ALIAS) to the named templates.
+func TestChartAlias(t *testing.T) {
+	skipShort(t)
+	rendered := mustHelm(t, "template", "demo", parentChart(t, "egress"))
+	objs := docs(t, rendered)
+	if len(ofKind(objs, "Deployment")) != 1 || len(ofKind(objs, "Job")) != 1 {
+		t.Fatalf("want the app's Deployment and Job:\n%s", rendered)
 	}
-	if !strings.Contains(rendered, "mountPath: /etc/pare/policies/contracts") {
-		t.Error("contracts ConfigMap not mounted under the policies directory")
+	checkPods(t, objs)
+}
+
+// TestNamedTemplatesWithoutPare: including a named template from a chart
+// that does not depend on pare fails with a sentence saying what to do, not
+// a nil-pointer error or an empty port (the bugs of the first chart).
+func TestNamedTemplatesWithoutPare(t *testing.T) {
+	skipShort(t)
+	dir := filepath.Join(t.TempDir(), "lonely")
+	if err := os.MkdirAll(filepath.Join(dir, "templates"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The named templates are available (copied in), the values are not.
+	helpers, err := os.ReadFile(filepath.Join("pare", "templates", "_helpers.tpl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"Chart.yaml":              "apiVersion: v2\nname: lonely\nversion: 1.0.0\n",
+		"templates/_pare.tpl":     string(helpers),
+		"templates/pod.yaml":      "env: {{- include \"pare.appEnv\" . | nindent 2 }}\n",
+		"templates/container.yml": "c: {{- include \"pare.sidecarContainer\" . | nindent 2 }}\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := helm(t, "template", "demo", dir)
+	if err == nil {
+		t.Fatalf("rendered without pare's values:\n%s", out)
+	}
+	if !strings.Contains(out, "add the pare chart as a dependency") || strings.Contains(out, "nil pointer") {
+		t.Errorf("unhelpful error:\n%s", out)
+	}
+}
+
+// TestValuesSchema: values.schema.json and the templates' own checks refuse
+// what would otherwise be ignored or rendered wrong.
+func TestValuesSchema(t *testing.T) {
+	skipShort(t)
+	tests := []struct {
+		set  []string
+		want string // in helm's error
+	}{
+		{[]string{"imagee.tag=x"}, "additional properties 'imagee' not allowed"},
+		{[]string{"podMonitor.enable=true"}, "additional properties 'enable' not allowed"},
+		{[]string{"egressPort=abc"}, "/egressPort"},
+		{[]string{"metricsPort=70000"}, "/metricsPort"},
+		{[]string{"logLevel=verbose"}, "/logLevel"},
+		{[]string{"logFormat=xml"}, "/logFormat"},
+		{[]string{"mode=envoy"}, "/mode"},
+		{[]string{"resources.limits.memory=lots"}, "/resources/limits/memory"},
+		{[]string{"networkPolicy.enabled=yes"}, "/networkPolicy/enabled"},
+		{[]string{"maxBody=10 megs"}, "/maxBody"},
+		{[]string{"upstreamTimeout=30"}, "/upstreamTimeout"},
+		{[]string{"image.digest=sha256:xyz"}, "/image/digest"},
+		{[]string{"hmacKeySecret=Not_A_Name"}, "/hmacKeySecret"},
+		{[]string{"noProxy={a,b c}"}, "/noProxy"},
+		{[]string{"adminPort=15090"}, "must differ"},
+		{[]string{"consent.url=http://c.svc", "consent.configMap=c"}, "exclusive"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.set, ","), func(t *testing.T) {
+			args := []string{"template", "demo", "pare"}
+			for _, s := range tt.set {
+				args = append(args, "--set", s)
+			}
+			out, err := helm(t, args...)
+			if err == nil {
+				t.Fatalf("accepted:\n%s", out)
+			}
+			if !strings.Contains(out, tt.want) {
+				t.Errorf("error does not say %q:\n%s", tt.want, out)
+			}
+		})
+	}
+}
+
+// TestExampleInReadme: the copy-paste example of the chart's README is the
+// parent chart's template that the tests render, verbatim.
+func TestExampleInReadme(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("pare", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"templates/deployment.yaml"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "parent", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(readme, b) {
+			t.Errorf("charts/pare/README.md does not contain testdata/parent/%s verbatim", f)
+		}
 	}
 }

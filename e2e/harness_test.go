@@ -94,6 +94,9 @@ func runMain(m *testing.M) int {
 		return m.Run()
 	}
 	proxyBin = filepath.Join(tmp, "proxy")
+	// Built with go test's own settings, so every package comes from the
+	// build cache the test binaries just filled. (The image's static build
+	// recompiles everything: TestImage checks that one, in CI.)
 	build := exec.Command("go", "build", "-o", proxyBin, "./cmd/proxy")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {

@@ -32,7 +32,7 @@ func TestRego(t *testing.T) {
 		t.Fatalf("policy data: %v", err)
 	}
 	ctx := context.Background()
-	ch, err := tester.NewRunner().SetStore(store).CapturePrintOutput(true).Run(ctx, res.ParsedModules())
+	ch, err := tester.NewRunner().SetStore(store).CapturePrintOutput(true).SetModules(res.ParsedModules()).RunTests(ctx, nil)
 	if err != nil {
 		t.Fatalf("run Rego tests: %v", err)
 	}

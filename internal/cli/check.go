@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/pare-dev/pare/internal/bundle"
@@ -26,7 +27,8 @@ func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 			fmt.Fprintln(stderr, err)
 			return exitFail
 		}
-		if err := c.validate(); err != nil {
+		// Exactly the checks serve makes before it listens.
+		if _, err := c.preflight(ctx, slog.New(slog.DiscardHandler)); err != nil {
 			fmt.Fprintf(stderr, "config %s: %v\n", *configPath, err)
 			return exitFail
 		}

@@ -42,6 +42,7 @@ func commands() []command {
 		{"demo", "start local vendor stubs and the proxy, send realistic requests, show what left", runDemo},
 		{"xds", "serve Envoy sidecars their egress config over ADS (default 127.0.0.1:15010)", runXDS},
 		{"envoy-bootstrap", "print the bootstrap YAML that points an Envoy at proxy xds", runEnvoyBootstrap},
+		{"version", "print the version, VCS revision and Go version of this build", runVersion},
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,8 +24,10 @@ import (
 type Config struct {
 	Listen          string        `yaml:"listen"`
 	Admin           string        `yaml:"admin"`
-	Policies        string        `yaml:"policies"` // "" = the bundled policies
-	Bundle          string        `yaml:"bundle"`   // bundle URL, instead of policies
+	MetricsListen   string        `yaml:"metrics_listen"` // /metrics, /healthz, /readyz only
+	Pprof           bool          `yaml:"pprof"`          // /debug/pprof/ on the admin listener
+	Policies        string        `yaml:"policies"`       // "" = the bundled policies
+	Bundle          string        `yaml:"bundle"`         // bundle URL, instead of policies
 	BundleKeys      []string      `yaml:"bundle_key"`
 	BundleDir       string        `yaml:"bundle_dir"`
 	BundleMinDelay  time.Duration `yaml:"bundle_min_delay"`
@@ -152,16 +156,29 @@ func loadConfigFile(path string, c *Config) error {
 	return nil
 }
 
-// validate reports every problem at once.
+// validate reports every problem of the values themselves at once, without
+// touching the filesystem or the network (preflight does that).
 func (c *Config) validate() error {
 	var errs []error
 	if c.Listen == "" {
 		errs = append(errs, errors.New("listen is empty"))
 	}
+	for _, l := range []struct{ key, addr string }{{"listen", c.Listen}, {"admin", c.Admin}, {"metrics_listen", c.MetricsListen}} {
+		if l.addr == "" {
+			continue
+		}
+		if err := checkListenAddr(l.addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", l.key, err))
+		}
+	}
 	// Port 0 asks for a free port per listener, so equal ":0" addresses
 	// cannot collide.
 	if c.Admin != "" && c.Admin == c.Listen && !strings.HasSuffix(c.Listen, ":0") {
 		errs = append(errs, errors.New("admin must not share the egress listener's address"))
+	}
+	if c.MetricsListen != "" && !strings.HasSuffix(c.MetricsListen, ":0") &&
+		(c.MetricsListen == c.Listen || c.MetricsListen == c.Admin) {
+		errs = append(errs, errors.New("metrics_listen must not share the egress or admin listener's address"))
 	}
 	if c.Ledger == "" {
 		errs = append(errs, errors.New("ledger is empty: every disclosure must be recorded"))
@@ -212,6 +229,30 @@ func (c *Config) validate() error {
 	if strings.ContainsAny(c.CompanyName+c.PrivacyContact, "\r\n") {
 		errs = append(errs, errors.New("company_name and privacy_contact are one line each"))
 	}
+	if _, err := parseLogLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"consent_ttl", c.ConsentTTL}, {"read_header_timeout", c.ReadHeaderTimeout}, {"read_timeout", c.ReadTimeout},
+		{"write_timeout", c.WriteTimeout}, {"idle_timeout", c.IdleTimeout}, {"upstream_timeout", c.UpstreamTimeout},
+		{"shutdown_timeout", c.ShutdownTimeout}} {
+		// Zero would mean "no timeout" to net/http: a slow client could
+		// then hold a connection, and its body memory, forever.
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s %s: want a positive duration", d.key, d.v))
+		}
+	}
+	if c.MaxConnsPerVendor <= 0 {
+		errs = append(errs, fmt.Errorf("max_conns_per_vendor %d: want 1 or more", c.MaxConnsPerVendor))
+	}
+	if c.MaxHeaderBytes <= 0 {
+		errs = append(errs, errors.New("max_header_bytes must be positive"))
+	}
+	if c.MaxBodyMemory <= 0 {
+		errs = append(errs, errors.New("max_body_memory must be positive"))
+	}
 	if c.GCPercent < 0 {
 		errs = append(errs, fmt.Errorf("gc_percent %d: want 0 (the runtime's default) or more", c.GCPercent))
 	}
@@ -236,6 +277,38 @@ func countSet(ss ...string) int {
 		}
 	}
 	return n
+}
+
+// checkListenAddr accepts HOST:PORT with a numeric port; HOST may be empty
+// (every interface), an IP or a name. Names are resolved by preflight.
+func checkListenAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want HOST:PORT: %w", addr, err)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	if strings.ContainsAny(host, " /\\") {
+		return fmt.Errorf("%q: bad host %q", addr, host)
+	}
+	return nil
+}
+
+// parseLogLevel accepts exactly the four documented levels: a typo such as
+// "verbose" must not silently mean info.
+func parseLogLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("log_level %q: want debug, info, warn or error", s)
 }
 
 // ByteSize is a size in bytes that also reads "10MiB", "512KiB", "1GiB".

@@ -24,9 +24,9 @@ import (
 var demoData embed.FS
 
 type demoCase struct {
-	title, method, url, contentType, file, purpose, subject, service string
-	headers                                                          map[string]string
-	body                                                             string // inline body instead of file
+	title, method, url, contentType, file, purpose, subject string
+	headers                                                 map[string]string
+	body                                                    string // inline body instead of file
 }
 
 var demoCases = []demoCase{
@@ -113,7 +113,7 @@ func runDemo(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	addrc := make(chan string, 1)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- serve(ctx, c, newLogger(io.Discard, "text", "error"), func(egress, _ string) { addrc <- egress })
+		errc <- serve(ctx, c, newLogger(io.Discard, "text", "error"), func(egress, _, _ string) { addrc <- egress })
 	}()
 	var addr string
 	select {

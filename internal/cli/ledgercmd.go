@@ -19,23 +19,29 @@ import (
 	"github.com/pare-dev/pare/internal/ledger"
 )
 
-const ledgerUsage = `usage: proxy ledger <subcommand>
+const ledgerUsageText = `Usage: proxy ledger <subcommand> [flags] [LEDGER]
+
+Subcommands:
   verify [--pubkey K] [--checkpoint FILE|URL] [LEDGER]   the chain, and the records held to the signed checkpoints
   query --subject ID [--vendor V] [--since T] [--until T] [--json] [LEDGER]
-  report --subject ID --format html|csv|json [--since T] [--until T] [LEDGER]
+  report --subject ID [--for subject|staff] [--format html|csv|json|pdf] [--since T] [--until T] [LEDGER]
   prove --seq N [--checkpoint FILE|URL] [--pubkey K] [LEDGER]   an inclusion proof of one record (JSON)
   check-proof --pubkey K [PROOF]                         check a proof (stdin when PROOF is - or absent)
   pubkey [--state-dir DIR] [--ledger-key FILE]           print the key that verifies the checkpoints
 LEDGER is the ledger file (default pare-ledger.jsonl); its rotated files and its
 checkpoint log (LEDGER.checkpoints) are found beside it. verify, query and
-report also take --pubkey and --checkpoint.`
+report also take --pubkey and --checkpoint. Run 'proxy ledger <subcommand> -h' for its flags.
+`
 
 func runLedger(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, ledgerUsage)
+		ledgerUsage(stderr)
 		return exitUsage
 	}
 	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		ledgerUsage(stderr)
+		return exitOK
 	case "verify":
 		return ledgerVerify(args[1:], stdout, stderr)
 	case "query":
@@ -48,13 +54,12 @@ func runLedger(_ context.Context, args []string, stdin io.Reader, stdout, stderr
 		return ledgerCheckProof(args[1:], stdin, stdout, stderr)
 	case "pubkey":
 		return ledgerPubkey(args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		fmt.Fprintln(stdout, ledgerUsage)
-		return exitOK
 	}
 	fmt.Fprintf(stderr, "proxy ledger: unknown subcommand %q (verify, query, report, prove, check-proof, pubkey)\n", args[0])
 	return exitUsage
 }
+
+func ledgerUsage(w io.Writer) { fmt.Fprint(w, ledgerUsageText) }
 
 // ledgerFiles expands the positional arguments: a ledger path stands for its
 // rotated files and itself, in chain order. A path with no file at all, a

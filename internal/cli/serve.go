@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 
+	"github.com/pare-dev/pare/internal/buildinfo"
 	"github.com/pare-dev/pare/internal/bundle"
 	"github.com/pare-dev/pare/internal/ca"
 	"github.com/pare-dev/pare/internal/consent"
@@ -33,10 +33,22 @@ import (
 	"github.com/pare-dev/pare/policies"
 )
 
+func newServeFlagSet(c *Config, configPath *string) *flag.FlagSet {
+	return newFrontEndFlagSet(modeServe, c, configPath)
+}
+
+func newFrontEndFlagSet(mode string, c *Config, configPath *string) *flag.FlagSet {
+	fs := flag.NewFlagSet(mode, flag.ContinueOnError)
+	serveFlags(fs, c, configPath)
+	return fs
+}
+
 func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.StringVar(configPath, "config", "", "YAML config file (keys as the flags, with _ for -); flags override it")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "egress listener (the app's HTTP_PROXY)")
-	fs.StringVar(&c.Admin, "admin", c.Admin, "admin listener: /metrics /healthz /readyz /debug/policy /debug/bundle (empty: off)")
+	fs.StringVar(&c.Admin, "admin", c.Admin, "admin listener: /metrics /healthz /readyz /debug/policy /debug/bundle /debug/ledger/checkpoint, /debug/pprof/ with --pprof (empty: off)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "listener serving only /metrics /healthz /readyz, for Prometheus and probes when admin stays on loopback (empty: off)")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve /debug/pprof/ on the admin listener")
 	fs.StringVar(&c.Policies, "policies", c.Policies, "policies directory, hot reloaded (default: the bundled policies)")
 	fs.StringVar(&c.Bundle, "bundle", c.Bundle, "URL of a signed policy bundle (proxy bundle build), polled instead of --policies")
 	fs.Var((*listFlag)(&c.BundleKeys), "bundle-key", "PEM public key a bundle must be signed with (repeatable: key rotation)")
@@ -70,6 +82,12 @@ func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.IntVar(&c.MaxConnsPerVendor, "max-conns-per-vendor", c.MaxConnsPerVendor, "bound on concurrent upstream connections per vendor host")
 	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", c.UpstreamTimeout, "how long to wait for a vendor's response headers (504 after)")
 	fs.IntVar(&c.GCPercent, "gc-percent", c.GCPercent, "Go GC target percentage (GOGC in the environment overrides it; 0: the runtime's default)")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "how long an app may take to send a request's headers")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", c.ReadTimeout, "how long an app may take to send a whole request")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "how long answering a request may take, vendor included")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "how long an idle keep-alive connection from the app stays open")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long in-flight requests may take to finish on shutdown")
+	fs.Var(&c.MaxHeaderBytes, "max-header-bytes", "largest request header block accepted (431 beyond)")
 	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "most app connections the egress and transparent listeners hold at once; more wait in the kernel's accept queue (0: no limit)")
 	fs.DurationVar(&c.BodyWait, "body-wait", c.BodyWait, "how long a request waits for body memory (--max-body-memory) before 503 overloaded")
 	fs.Var(&c.MinBodyRate, "min-body-rate", "slowest a request body may arrive (bytes/s averaged, after 5s); slower senders get 408 (0: off)")
@@ -116,9 +134,8 @@ func runFrontEnd(ctx context.Context, args []string, stderr io.Writer, mode stri
 	// over the file so that flags win.
 	var configPath string
 	scratch := defaultConfigFor(mode)
-	fs := flag.NewFlagSet(mode, flag.ContinueOnError)
+	fs := newFrontEndFlagSet(mode, &scratch, &configPath)
 	fs.SetOutput(stderr)
-	serveFlags(fs, &scratch, &configPath)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -129,9 +146,8 @@ func runFrontEnd(ctx context.Context, args []string, stderr io.Writer, mode stri
 			return exitUsage
 		}
 	}
-	fs = flag.NewFlagSet(mode, flag.ContinueOnError)
+	fs = newFrontEndFlagSet(mode, &c, &configPath)
 	fs.SetOutput(io.Discard)
-	serveFlags(fs, &c, &configPath)
 	_ = fs.Parse(args)
 	if err := c.validate(); err != nil {
 		fmt.Fprintf(stderr, "proxy %s: config: %v\n", mode, err)
@@ -146,8 +162,7 @@ func runFrontEnd(ctx context.Context, args []string, stderr io.Writer, mode stri
 }
 
 func newLogger(w io.Writer, format, level string) *slog.Logger {
-	var lv slog.Level
-	_ = lv.UnmarshalText([]byte(level))
+	lv, _ := parseLogLevel(level) // validated with the config
 	opts := &slog.HandlerOptions{Level: lv}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
@@ -156,39 +171,32 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 }
 
 // listening reports the bound addresses (for the demo and tests, which
-// listen on port 0).
-type listening func(egress, admin string)
+// listen on port 0); "" for a listener that is off.
+type listening func(egress, admin, metrics string)
 
 // serve runs the proxy until ctx is done, then drains in-flight requests and
 // closes the ledger.
 func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) error {
+	pre, err := c.preflight(ctx, log)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	applyGCPercent(c, log)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildinfo.Get().Collector())
 	metrics := pipeline.NewMetrics(reg)
+	reloads := newReloads(reg, metrics, log)
 
-	var hmacKey []byte
-	if c.HMACKeyFile != "" {
-		b, err := os.ReadFile(c.HMACKeyFile)
-		if err != nil {
-			return fmt.Errorf("hmac key: %w", err)
-		}
-		hmacKey = []byte(strings.TrimSpace(string(b)))
-		if len(hmacKey) < 16 {
-			return fmt.Errorf("hmac key %s: at least 16 bytes wanted", c.HMACKeyFile)
-		}
-	} else {
+	hmacKey := pre.hmacKey
+	if hmacKey == nil {
 		log.Warn("no --hmac-key-file: hmac pseudonyms use a random key and change on restart")
 	}
 	eng, err := engine.New(engine.Options{HMACKey: hmacKey})
 	if err != nil {
 		return err
 	}
-	swapped := func(p *engine.Policy) {
-		metrics.Revision.Reset()
-		metrics.Revision.WithLabelValues(p.Revision).Set(1)
-		metrics.LastReload.SetToCurrentTime()
-	}
+	swapped := func(p *engine.Policy) { reloads.loaded(p, false) }
 	var pol *engine.Policy
 	var bundles *bundle.Source
 	switch {
@@ -212,13 +220,10 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 	} else if err != nil {
 		// Start anyway and refuse with 503 until a valid policy arrives:
 		// /readyz tells the orchestrator, and the watcher may fix it.
-		metrics.Reloads.WithLabelValues("failure").Inc()
-		log.Error("policy not loaded: every request is refused until it is fixed", "err", err)
+		reloads.failed(err, true)
 	} else {
-		metrics.Reloads.WithLabelValues("success").Inc()
 		eng.Swap(pol)
-		swapped(pol)
-		log.Info("policy loaded", "revision", pol.Revision[:12], "files", len(pol.Files), "vendors", len(pol.Vendors))
+		reloads.loaded(pol, true)
 	}
 
 	fsyncSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -293,20 +298,13 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); wg.Wait() }()
 	switch {
-	case c.Consents != "":
-		f, err := consent.OpenFile(c.Consents, log)
-		if err != nil {
-			return err
-		}
+	case pre.consentFile != nil:
+		f := pre.consentFile
 		src = f
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = f.Watch(ctx) }()
-	case c.ConsentURL != "":
-		h, err := consent.NewHTTP(c.ConsentURL, consent.HTTPOptions{TTL: c.ConsentTTL})
-		if err != nil {
-			return err
-		}
-		src = h
+	case pre.consentHTTP != nil:
+		src = pre.consentHTTP
 	case c.ConsentsDSN != "":
 		pg, err := consent.OpenPostgres(ctx, c.ConsentsDSN, consent.PostgresOptions{TTL: c.ConsentTTL, Logger: log})
 		if err != nil {
@@ -318,14 +316,7 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 		defer func() { cancel(); wg.Wait(); pg.Close() }()
 	}
 
-	resolve := map[string]string{}
-	for _, r := range c.Resolve {
-		hp, addr, err := proxy.ParseResolve(r)
-		if err != nil {
-			return err
-		}
-		resolve[hp] = addr
-	}
+	resolve := pre.resolve
 	var pathKey []byte // random per process without an hmac key: path hashes then match within one run only
 	if hmacKey != nil {
 		pathKey = pipeline.PathKey(hmacKey)
@@ -413,13 +404,10 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 			defer wg.Done()
 			err := eng.Watch(ctx, c.Policies, engine.LoadOptions{}, func(p *engine.Policy, err error) {
 				if err != nil {
-					metrics.Reloads.WithLabelValues("failure").Inc()
-					log.Error("policy reload failed: keeping the last good policy", "err", err)
+					reloads.failed(err, false)
 					return
 				}
-				metrics.Reloads.WithLabelValues("success").Inc()
-				swapped(p)
-				log.Info("policy reloaded", "revision", p.Revision[:12], "files", len(p.Files))
+				reloads.loaded(p, false)
 			})
 			if err != nil {
 				log.Error("policy watcher stopped", "err", err)
@@ -435,7 +423,7 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 			return fmt.Errorf("admin listener: %w", err)
 		}
 		adminAddr = adminLn.Addr().String()
-		var handler http.Handler = ledgerAdmin(led, proxy.AdminHandler(eng, reg))
+		var handler http.Handler = ledgerAdmin(led, adminHandler(eng, reg, c.Pprof))
 		if bundles != nil {
 			mux := http.NewServeMux()
 			mux.Handle("GET /debug/bundle", bundles)
@@ -444,6 +432,17 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 		}
 		admin := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 		fronts = append(fronts, httpFront("admin", adminLn, admin))
+	}
+	metricsAddr := ""
+	if c.MetricsListen != "" {
+		ln, err := net.Listen("tcp", c.MetricsListen)
+		if err != nil {
+			closeFronts(fronts)
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		metricsAddr = ln.Addr().String()
+		m := &http.Server{Handler: ledgerAdmin(led, metricsHandler(eng, reg)), ReadHeaderTimeout: 5 * time.Second}
+		fronts = append(fronts, httpFront("metrics", ln, m))
 	}
 	errc := make(chan error, len(fronts))
 	for _, fe := range fronts {
@@ -457,10 +456,10 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 		}
 		return ""
 	}
-	log.Info("pare listening", "egress", addr("egress"), "extproc", addr("extproc"), "admin", adminAddr,
+	log.Info("pare listening", "egress", addr("egress"), "extproc", addr("extproc"), "admin", adminAddr, "metrics", metricsAddr,
 		"transparent", addr("transparent"), "service", c.Service, "ledger", c.Ledger, "ledger_origin", led.Origin(), "dry_run", c.DryRun)
 	if ready != nil {
-		ready(fronts[0].addr, adminAddr)
+		ready(fronts[0].addr, adminAddr, metricsAddr)
 	}
 
 	select {

@@ -19,7 +19,7 @@ func Test(ctx context.Context, fsys fs.FS) ([]*tester.Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load policy data: %w", err)
 	}
-	ch, err := tester.NewRunner().SetStore(store).Run(ctx, l.res.ParsedModules())
+	ch, err := tester.NewRunner().SetStore(store).SetModules(l.res.ParsedModules()).RunTests(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("run rego tests: %w", err)
 	}

@@ -58,6 +58,7 @@ func (e *Engine) Watch(ctx context.Context, dir string, opt LoadOptions, report 
 	// caller's first load and now raised no event. An unchanged directory
 	// is skipped below by its revision.
 	timer := time.NewTimer(debounce)
+	failing := false // the last attempt reported failed
 	for {
 		select {
 		case <-ctx.Done():
@@ -76,15 +77,23 @@ func (e *Engine) Watch(ctx context.Context, dir string, opt LoadOptions, report 
 			if !ok {
 				return errors.New("watch policies: watcher closed")
 			}
+			failing = true
 			report(nil, fmt.Errorf("watch policies: %w", err))
 		case <-timer.C:
 			p, err := LoadDir(ctx, dir, opt)
 			if err == nil {
 				if old := e.Policy(); old != nil && old.Revision == p.Revision {
-					continue // touched, not changed
+					if !failing {
+						continue // touched, not changed
+					}
+					// The last good policy restored after a failed
+					// attempt: nothing to swap, but the failure must
+					// not be the last word reported.
+				} else {
+					e.Swap(p)
 				}
-				e.Swap(p)
 			}
+			failing = err != nil
 			report(p, err)
 		}
 	}

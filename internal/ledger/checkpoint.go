@@ -465,11 +465,3 @@ func appendLog(name string, line []byte) error {
 	}
 	return nil
 }
-
-// originInstance returns the instance id of an origin line.
-func originInstance(origin string) string {
-	if id, ok := strings.CutPrefix(origin, OriginPrefix); ok {
-		return id
-	}
-	return origin
-}

@@ -15,9 +15,7 @@ func explain(k *contract.Catalog, r *Record, items map[string]*Item) {
 	recorded := make([]string, 0, len(r.FieldsSent)+len(r.Transformed)+len(r.Transforms))
 	recorded = append(recorded, r.FieldsSent...)
 	recorded = append(recorded, r.Transformed...)
-	for _, p := range sortedKeys(r.Transforms) {
-		recorded = append(recorded, p)
-	}
+	recorded = append(recorded, sortedKeys(r.Transforms)...)
 	add := func(p, note string) {
 		it := k.Item(r.Vendor, p)
 		if !it.Personal() {

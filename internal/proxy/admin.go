@@ -3,7 +3,6 @@ package proxy
 import (
 	"encoding/json"
 	"net/http"
-	"net/http/pprof"
 	"sort"
 	"time"
 
@@ -13,9 +12,10 @@ import (
 	"github.com/pare-dev/pare/internal/engine"
 )
 
-// AdminHandler serves the admin listener: metrics, health, readiness, the
-// loaded policy and pprof. It is never mounted on the egress listener, so an
-// app cannot read the policy or profile the sidecar through its proxy port.
+// AdminHandler serves the admin listener: metrics, health, readiness and the
+// loaded policy (the caller may add the profiler). It is never mounted on the
+// egress listener, so an app cannot read the policy or profile the sidecar
+// through its proxy port.
 func AdminHandler(e *engine.Engine, g prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
@@ -59,9 +59,5 @@ func AdminHandler(e *engine.Engine, g prometheus.Gatherer) http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(out)
 	})
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	return mux
 }
