@@ -223,7 +223,13 @@ func sidecarConfig(t *testing.T, where string, spec corev1.PodSpec, objs []objec
 }
 
 // pathKeys are the config keys that name files or directories.
-var pathKeys = map[string]bool{"policies": true, "ledger": true, "hmac_key_file": true, "consents": true, "upstream_ca": true}
+var pathKeys = map[string]bool{"policies": true, "ledger": true, "hmac_key_file": true, "consents": true, "upstream_ca": true,
+	"state_dir": true, "ledger_key": true, "ledger_checkpoint": true, "bundle_dir": true, "ca_cert": true, "ca_key": true,
+	"bundle_key": true, "bundle_ca": true, "bundle_token_file": true}
+
+// writableKeys name what serve creates or appends to: they must be on a
+// writable volume.
+var writableKeys = map[string]bool{"ledger": true, "state_dir": true, "ledger_checkpoint": true, "bundle_dir": true}
 
 // checkConfigInPod builds the filesystem the sidecar would see, from its
 // volume mounts, under a temporary root, and runs `proxy check --config` on
@@ -284,8 +290,8 @@ func checkConfigInPod(t *testing.T, where string, spec corev1.PodSpec, pare core
 				t.Errorf("%s: config %s: %s is on no volume the sidecar mounts (the root filesystem is read-only)", where, key, v.Value)
 				continue
 			}
-			if key == "ledger" && !writable[mp] {
-				t.Errorf("%s: the ledger %s is on read-only mount %s", where, v.Value, mp)
+			if writableKeys[key] && !writable[mp] {
+				t.Errorf("%s: config %s: %s is on read-only mount %s", where, key, v.Value, mp)
 			}
 			v.Value = filepath.Join(root, v.Value)
 		}

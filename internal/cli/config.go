@@ -259,6 +259,14 @@ func (c *Config) validate() error {
 	return errors.Join(errs...)
 }
 
+// bundleDirUsed is the bundle directory when bundles are in use.
+func (c *Config) bundleDirUsed() string {
+	if c.Bundle == "" {
+		return ""
+	}
+	return c.BundleDir
+}
+
 // ledgerKeyFile is the signing key's name in the state directory.
 const ledgerKeyFile = "ledger.key"
 

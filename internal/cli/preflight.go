@@ -13,7 +13,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pare-dev/pare/internal/bundle"
+	"github.com/pare-dev/pare/internal/ca"
 	"github.com/pare-dev/pare/internal/consent"
+	"github.com/pare-dev/pare/internal/ledger"
 	"github.com/pare-dev/pare/internal/proxy"
 )
 
@@ -56,6 +61,58 @@ func (c *Config) preflight(ctx context.Context, log *slog.Logger) (*prepared, er
 	}
 	if err := checkLedgerPath(c.Ledger); err != nil {
 		errs = append(errs, err)
+	}
+	// What serve creates on first start: the state directory (the ledger's
+	// signing key, the drop-in CA), the witness file, the bundle directory.
+	// Each must be creatable, or writable where it exists.
+	for _, d := range []struct{ key, path string }{{"state_dir", c.StateDir}, {"bundle_dir", c.bundleDirUsed()}} {
+		if d.path != "" {
+			if err := canCreate(d.path, true); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", d.key, err))
+			}
+		}
+	}
+	for _, f := range []struct{ key, path string }{{"ledger_key", c.LedgerKey}, {"ledger_checkpoint", c.LedgerCheckpoint}} {
+		if f.path != "" {
+			if err := canCreate(f.path, false); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", f.key, err))
+			}
+		}
+	}
+	if c.LedgerKey != "" {
+		if _, _, err := ledger.ReadKeyFile(c.LedgerKey); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("ledger_key: %w", err))
+		}
+	}
+	if c.CACert != "" && c.CAKey != "" {
+		// A supplied CA is only read, so checking it is opening it.
+		if _, err := ca.Open(ca.Options{CertFile: c.CACert, KeyFile: c.CAKey}); err != nil {
+			errs = append(errs, fmt.Errorf("ca_cert, ca_key: %w", err))
+		}
+	}
+	if c.Transparent != "" {
+		if err := checkListenAddr(c.Transparent); err != nil {
+			errs = append(errs, fmt.Errorf("transparent: %w", err))
+		} else if err := resolveListenHost(ctx, c.Transparent); err != nil {
+			errs = append(errs, fmt.Errorf("transparent: %w", err))
+		}
+	}
+	if c.Bundle != "" && len(c.BundleKeys) > 0 {
+		if _, err := bundle.VerificationConfigFromFiles(c.BundleKeys...); err != nil {
+			errs = append(errs, fmt.Errorf("bundle_key: %w", err))
+		}
+	}
+	for _, f := range []struct{ key, path string }{{"bundle_ca", c.BundleCA}, {"bundle_token_file", c.BundleTokenFile}} {
+		if f.path != "" {
+			if _, err := os.ReadFile(f.path); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", f.key, err))
+			}
+		}
+	}
+	if c.ConsentsDSN != "" {
+		if _, err := pgx.ParseConfig(c.ConsentsDSN); err != nil {
+			errs = append(errs, fmt.Errorf("consents_dsn: %w", err))
+		}
 	}
 	for _, r := range c.Resolve {
 		hp, addr, err := proxy.ParseResolve(r)
@@ -126,6 +183,35 @@ func readHMACKey(path string) ([]byte, error) {
 		return nil, fmt.Errorf("hmac_key_file %s: %d bytes, at least 16 wanted", path, len(key))
 	}
 	return key, nil
+}
+
+// canCreate checks that path can be created (its parent is a writable
+// directory), or, if it exists, that it is of the kind wanted and writable.
+func canCreate(path string, dir bool) error {
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		parent := filepath.Dir(path)
+		if err := wantDir(parent); err != nil {
+			return err
+		}
+		if err := canWrite(parent, true); err != nil {
+			return fmt.Errorf("%s cannot be created: %s is not writable: %w", path, parent, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() != dir {
+		if dir {
+			return fmt.Errorf("%s is not a directory", path)
+		}
+		return fmt.Errorf("%s is a directory", path)
+	}
+	if err := canWrite(path, dir); err != nil {
+		return fmt.Errorf("%s is not writable: %w", path, err)
+	}
+	return nil
 }
 
 func wantDir(path string) error {

@@ -36,7 +36,8 @@ func TestCheckConfigAgreesWithServe(t *testing.T) {
 	}
 	notDir := write("file", "")
 	// Each case's keys replace or join these, which alone are valid.
-	base := map[string]string{"listen": "127.0.0.1:0", "admin": "127.0.0.1:0", "ledger": filepath.Join(ledgerDir, "l.jsonl")}
+	base := map[string]string{"listen": "127.0.0.1:0", "admin": "127.0.0.1:0", "ledger": filepath.Join(ledgerDir, "l.jsonl"),
+		"state_dir": filepath.Join(dir, "state")}
 
 	tests := []struct {
 		name, yaml string
@@ -62,6 +63,13 @@ func TestCheckConfigAgreesWithServe(t *testing.T) {
 		{"upstream CA not PEM", "upstream_ca: [" + notPEM + "]\n", "upstream_ca"},
 		{"bad resolve", "resolve: [api.stripe.com]\n", "resolve"},
 		{"zero timeout", "read_header_timeout: 0s\n", "read_header_timeout"},
+		{"state dir under a file", "state_dir: " + filepath.Join(notDir, "state") + "\n", "state_dir"},
+		{"state dir parent missing", "state_dir: " + filepath.Join(dir, "nope", "state") + "\n", "state_dir"},
+		{"witness under a missing directory", "ledger_checkpoint: " + filepath.Join(dir, "nope", "cp") + "\n", "ledger_checkpoint"},
+		{"ledger key not a key", "ledger_key: " + notPEM + "\n", "ledger_key"},
+		{"supplied CA not PEM", "ca_cert: " + notPEM + "\nca_key: " + short + "\n", "ca_cert"},
+		{"transparent port not a number", "transparent: 127.0.0.1:tls\n", "transparent:"},
+		{"consents dsn unparsable", "consents_dsn: \"postgres://a b@:x\"\n", "consents_dsn"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -95,6 +95,8 @@ func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.StringVar(&c.CACert, "ca-cert", c.CACert, "PEM CA certificate for drop-in mode (default: generated in --state-dir)")
 	fs.StringVar(&c.CAKey, "ca-key", c.CAKey, "PEM key of --ca-cert (mode 0600)")
 	fs.Var((*listFlag)(&c.Passthrough), "passthrough", "HOST that CONNECT may tunnel without inspection when no contract names it (repeatable)")
+	fs.StringVar(&c.CompanyName, "company-name", c.CompanyName, "the company, named in the privacy office's documents (ledger report --for subject, ropa, datamap)")
+	fs.StringVar(&c.PrivacyContact, "privacy-contact", c.PrivacyContact, "where a person asks about their data, named in those documents")
 	fs.StringVar(&c.Transparent, "transparent", c.Transparent, "TLS listener for connections redirected to Pare (e.g. 127.0.0.1:15006); the vendor is the SNI")
 }
 

@@ -87,6 +87,7 @@ func testConfig(t *testing.T) Config {
 	c := defaultConfig()
 	c.Listen, c.Admin, c.MetricsListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	c.Ledger = filepath.Join(t.TempDir(), "ledger.jsonl")
+	c.StateDir = filepath.Join(t.TempDir(), "state") // never the package directory
 	return c
 }
 

@@ -111,6 +111,9 @@ service: {{ .Values.service | quote }}
 # The container's --ledger flag names the file per pod, in this directory.
 ledger: /var/lib/pare/ledger.jsonl
 ledger_max_bytes: {{ .Values.ledger.maxBytes }}
+# The ledger's signing key and the drop-in CA: generated on first start, kept
+# with the ledger (the root filesystem is read-only).
+state_dir: /var/lib/pare/state
 {{- if .Values.hmacKeySecret }}
 hmac_key_file: /etc/pare/hmac/hmac.key
 {{- end }}
