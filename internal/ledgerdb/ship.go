@@ -271,6 +271,32 @@ func (s *Shipper) Run(ctx context.Context) {
 	}
 }
 
+// Drain ships what is left — every durable record and checkpoint the
+// files hold — and returns once the database has all of it, or ctx ends.
+// For a sidecar's shutdown, after Run returned and the ledger's Close
+// wrote its final checkpoint: a pod deleted with its volume then loses
+// nothing. Not concurrently with Run.
+func (s *Shipper) Drain(ctx context.Context) error {
+	conn, err := pgx.ConnectConfig(ctx, s.cfg)
+	if err != nil {
+		return fmt.Errorf("drain: connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	if err := s.resume(ctx, conn); err != nil {
+		return fmt.Errorf("drain: %w", err)
+	}
+	defer s.observe(nil)
+	for {
+		did, err := s.step(ctx, conn)
+		if err != nil {
+			return fmt.Errorf("drain: %w", err)
+		}
+		if !did {
+			return nil
+		}
+	}
+}
+
 // session connects, resumes from the database's head and ships until an
 // error. progressed: something was shipped.
 func (s *Shipper) session(ctx context.Context) (progressed bool, err error) {
