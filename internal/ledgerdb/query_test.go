@@ -13,13 +13,11 @@ import (
 	"github.com/pare-dev/pare/internal/pgtest"
 )
 
-// TestFleetQueryIsTheUnionOfLocalQueries: for each person, vendor and
+// FleetQueryIsTheUnionOfLocalQueries: for each person, vendor and
 // period, the records the database returns are those ledger.Query
 // returns from each sidecar's files, instance after instance, and the
 // report built from them is the same report, byte for byte.
-func TestFleetQueryIsTheUnionOfLocalQueries(t *testing.T) {
-	t.Parallel()
-	srv := pgtest.Start(t)
+func testFleetQueryIsTheUnionOfLocalQueries(t *testing.T, srv *pgtest.Server) {
 	dsn := newDB(t, srv, "fleetquery")
 	s, _ := testKey(t)
 	var fs []*fixture

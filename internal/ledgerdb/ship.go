@@ -375,9 +375,11 @@ func (s *Shipper) resume(ctx context.Context, conn *pgx.Conn) error {
 // step ships the next batch and the checkpoints it completes. did: a
 // transaction committed.
 func (s *Shipper) step(ctx context.Context, conn *pgx.Conn) (did bool, err error) {
+	var readErr error // what stopped the read: the records before it still go
 	if len(s.batch) == 0 {
-		if s.batch, err = s.cur.read(s.opt.Batch, batchBytes, s.durable()); err != nil {
-			return false, err
+		s.batch, readErr = s.cur.read(s.opt.Batch, batchBytes, s.durable())
+		if readErr != nil && len(s.batch) == 0 {
+			return false, readErr
 		}
 	}
 	end, endHash := s.shipped, s.shippedHash
@@ -424,9 +426,12 @@ func (s *Shipper) step(ctx context.Context, conn *pgx.Conn) (did bool, err error
 			return true, err
 		}
 	}
+	if readErr != nil {
+		return true, readErr
+	}
 	// The next records in hand at once: the lag is the age of the first
 	// of them, and it is known between transactions too.
-	if s.batch, err = s.cur.read(s.opt.Batch, batchBytes, s.durable()); err != nil {
+	if s.batch, err = s.cur.read(s.opt.Batch, batchBytes, s.durable()); err != nil && len(s.batch) == 0 {
 		return true, err
 	}
 	return true, nil

@@ -16,13 +16,11 @@ import (
 	"github.com/pare-dev/pare/internal/pgtest"
 )
 
-// TestShipSeveralInstances: three ledgers ship at once into one database
+// ShipSeveralInstances: three ledgers ship at once into one database
 // while they are written; the database ends up holding every record of
 // each, byte for byte, once, with their checkpoints, across monthly
 // partitions, and central verification passes with the ledgers' keys.
-func TestShipSeveralInstances(t *testing.T) {
-	t.Parallel()
-	srv := pgtest.Start(t)
+func testShipSeveralInstances(t *testing.T, srv *pgtest.Server) {
 	dsn := newDB(t, srv, "fleet")
 	s, v := testKey(t)
 	var fs []*fixture
@@ -70,12 +68,10 @@ func TestShipSeveralInstances(t *testing.T) {
 	}
 }
 
-// TestShipResumes: a shipper stopped mid-way (as a sidecar killed) and a
+// ShipResumes: a shipper stopped mid-way (as a sidecar killed) and a
 // new one started on the same ledger go on from the database's head: no
 // record twice, none missing.
-func TestShipResumes(t *testing.T) {
-	t.Parallel()
-	srv := pgtest.Start(t)
+func testShipResumes(t *testing.T, srv *pgtest.Server) {
 	dsn := newDB(t, srv, "resume")
 	s, v := testKey(t)
 	f := newFixture(t, s, 3000)
@@ -99,12 +95,10 @@ func TestShipResumes(t *testing.T) {
 	}
 }
 
-// TestShipThroughDatabaseRestart: PostgreSQL stops while records are
+// ShipThroughDatabaseRestart: PostgreSQL stops while records are
 // written; the shipper reports its lag meanwhile, and catches up when the
 // database is back.
-func TestShipThroughDatabaseRestart(t *testing.T) {
-	t.Parallel()
-	srv := pgtest.Start(t)
+func testShipThroughDatabaseRestart(t *testing.T, srv *pgtest.Server) {
 	dsn := newDB(t, srv, "restart")
 	s, v := testKey(t)
 	f := newFixture(t, s, 3000)
@@ -136,12 +130,10 @@ func TestShipThroughDatabaseRestart(t *testing.T) {
 	}
 }
 
-// TestShipStops: what needs a person stops shipping (and retention): the
+// ShipStops: what needs a person stops shipping (and retention): the
 // database holding another history under the origin, or local records
 // changed after they were written. Nothing more is shipped.
-func TestShipStops(t *testing.T) {
-	t.Parallel()
-	srv := pgtest.Start(t)
+func testShipStops(t *testing.T, srv *pgtest.Server) {
 	s, _ := testKey(t)
 	cases := []struct {
 		name   string
@@ -190,10 +182,10 @@ func TestShipStops(t *testing.T) {
 			done := make(chan struct{})
 			go func() { defer close(done); sh.Run(ctx) }()
 			deadline := time.Now().Add(20 * time.Second)
-			for sh.Stats().Stopped == "" && time.Now().Before(deadline) {
+			for (sh.Stats().Stopped == "" || len(dbLines(t, dsn, origin)) < tc.rows) && time.Now().Before(deadline) {
 				time.Sleep(10 * time.Millisecond)
 			}
-			time.Sleep(200 * time.Millisecond) // a few more attempts
+			time.Sleep(200 * time.Millisecond) // a few more attempts, which must ship nothing
 			cancel()
 			<-done
 			st := sh.Stats()
@@ -214,9 +206,7 @@ func TestShipStops(t *testing.T) {
 	}
 }
 
-func TestMigrate(t *testing.T) {
-	t.Parallel()
-	srv := pgtest.Start(t)
+func testMigrate(t *testing.T, srv *pgtest.Server) {
 	dsn := newDB(t, srv, "migrate")
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
@@ -262,13 +252,11 @@ func TestMigrate(t *testing.T) {
 	}
 }
 
-// TestRetention: shipped rotated files are deleted, each after the signed
+// Retention: shipped rotated files are deleted, each after the signed
 // marker that accounts for it; the ledger's own verify passes on what
 // remains; nothing unshipped is ever deleted, and a file younger than the
 // retention time is kept.
-func TestRetention(t *testing.T) {
-	t.Parallel()
-	srv := pgtest.Start(t)
+func testRetention(t *testing.T, srv *pgtest.Server) {
 	dsn := newDB(t, srv, "retention")
 	s, v := testKey(t)
 	f := newFixture(t, s, 2500)
@@ -332,12 +320,10 @@ func TestRetention(t *testing.T) {
 	}
 }
 
-// TestTwoShippersOneLedger: two shippers of the same ledger (a sidecar
+// TwoShippersOneLedger: two shippers of the same ledger (a sidecar
 // restarted while the old process still drains, say) never ship a record
 // twice: each transaction moves the head only from where it found it.
-func TestTwoShippersOneLedger(t *testing.T) {
-	t.Parallel()
-	srv := pgtest.Start(t)
+func testTwoShippersOneLedger(t *testing.T, srv *pgtest.Server) {
 	dsn := newDB(t, srv, "twoshippers")
 	s, v := testKey(t)
 	f := newFixture(t, s, 3000)
