@@ -291,8 +291,18 @@ func (s *Shipper) Drain(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("drain: %w", err)
 		}
-		if !did {
+		if did {
+			continue
+		}
+		if s.opt.Head == nil || s.shipped >= s.durable() {
 			return nil
+		}
+		// Durable records not read yet: the files moved under the
+		// cursor (a rotation); look again.
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("drain: records %d..%d not shipped: %w", s.shipped+1, s.durable(), ctx.Err())
+		case <-time.After(s.opt.Poll):
 		}
 	}
 }

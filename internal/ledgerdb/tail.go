@@ -110,21 +110,31 @@ func (r *lineReader) next() ([]byte, error) {
 var errLocal = errors.New("local ledger")
 
 // cursor reads a ledger's records in chain order across its files, from
-// where the database's head says shipping stopped. It addresses files by
-// name and offset, and checks each file's identity before trusting an
-// offset in it: the writer renames the current file at each rotation and
-// after a deletion under it (relocation) continues in a new one.
+// where the database's head says shipping stopped. The writer renames the
+// current file at each rotation, and after a deletion under it saves its
+// records under the rotated name and continues in a new file: so the
+// cursor holds the file it reads open (its identity cannot then be reused
+// by a new file while an offset points into it), follows it through a
+// rename, and drops it once it is no longer linked anywhere — beyond what
+// was acknowledged, the bytes of a deleted file are not the ledger's.
 type cursor struct {
 	path string
-	next uint64 // seq of the next record to read
-	prev string // its prev: the chain hash of record next-1
-	name string // the file next is in or will be appended to; "": resolve
-	fi   os.FileInfo
-	off  int64 // where record next starts in name
+	next uint64   // seq of the next record to read
+	prev string   // its prev: the chain hash of record next-1
+	f    *os.File // the file record next is in or will be appended to; nil: resolve
+	name string   // f's name when last seen
+	off  int64    // where record next starts in f
 }
 
 func newCursor(path string, shipped uint64, hash string) *cursor {
 	return &cursor{path: path, next: shipped + 1, prev: hash}
+}
+
+func (c *cursor) drop() {
+	if c.f != nil {
+		_ = c.f.Close()
+	}
+	c.f, c.name, c.off = nil, "", 0
 }
 
 // errNotYet: no file holds the position yet (a rotation in flight, say).
@@ -136,19 +146,32 @@ var errNotYet = errors.New("not yet")
 // never shipped). Every record must follow on from the one before it:
 // seq by one, prev the chain hash of the line before.
 func (c *cursor) read(max, maxBytes int, durable uint64) ([]record, error) {
+	if c.next-1 > durable {
+		return nil, fmt.Errorf("%w: the database holds this ledger up to seq %d, its writer's durable head is seq %d: "+
+			"the files were cut, restored from a backup, or copied to another sidecar", ErrFork, c.next-1, durable)
+	}
 	var out []record
 	size := 0
 	for tries := 0; len(out) < max && size < maxBytes && c.next <= durable; tries++ {
 		if tries > 4 {
 			return out, nil // the files are moving under us: next time
 		}
-		if c.name == "" {
+		if c.f == nil {
 			if err := c.resolve(); errors.Is(err, errNotYet) {
 				continue
 			} else if err != nil {
 				return out, err
 			}
 		}
+		name, err := c.linked()
+		if err != nil {
+			return out, err
+		}
+		if name == "" {
+			c.drop() // deleted under the writer: its records are in the saved copy
+			continue
+		}
+		c.name = name
 		n, atEnd, err := c.readFile(&out, &size, max, maxBytes, durable)
 		if err != nil {
 			return out, err
@@ -157,44 +180,49 @@ func (c *cursor) read(max, maxBytes int, durable uint64) ([]record, error) {
 			tries = 0
 		}
 		if !atEnd {
+			if c.f == nil {
+				continue // a new file begun: find where next is
+			}
 			return out, nil
 		}
-		// The end of the file: a rotated one is done; the current one is
-		// done only if it was rotated or replaced meanwhile.
 		if c.name == c.path {
-			if pfi, err := os.Stat(c.path); err == nil && os.SameFile(pfi, c.fi) {
-				return out, nil // nothing more yet
-			}
+			return out, nil // the end of the current file: nothing more yet
 		}
-		c.name = ""
+		c.drop() // the end of a rotated file: next is in the next one
 	}
 	return out, nil
 }
 
-// readFile reads records from c.name at c.off. atEnd: it stopped at the
-// end of the file (or at a line still being written).
+// linked is the name the open file has now: its name when last seen, or
+// the rotated name it was renamed to; "" when no name is left.
+func (c *cursor) linked() (string, error) {
+	fi, err := c.f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", errLocal, err)
+	}
+	if st, err := os.Stat(c.name); err == nil && os.SameFile(st, fi) {
+		return c.name, nil
+	}
+	files, err := ledger.Files(c.path)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", errLocal, err)
+	}
+	for _, name := range files {
+		if st, err := os.Stat(name); err == nil && os.SameFile(st, fi) {
+			return name, nil
+		}
+	}
+	return "", nil
+}
+
+// readFile reads records from the open file at c.off, up to its size
+// now. atEnd: it stopped at the end (or at a line still being written).
 func (c *cursor) readFile(out *[]record, size *int, max, maxBytes int, durable uint64) (n int, atEnd bool, err error) {
-	f, err := os.Open(c.name)
-	if errors.Is(err, os.ErrNotExist) {
-		c.name = ""
-		return 0, false, nil
-	}
+	fi, err := c.f.Stat()
 	if err != nil {
 		return 0, false, fmt.Errorf("%w: %v", errLocal, err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, false, fmt.Errorf("%w: %v", errLocal, err)
-	}
-	if !os.SameFile(fi, c.fi) {
-		c.name = "" // another file under the name now: resolve
-		return 0, false, nil
-	}
-	if _, err := f.Seek(c.off, io.SeekStart); err != nil {
-		return 0, false, fmt.Errorf("%w: %s: %v", errLocal, c.name, err)
-	}
-	lr := newLineReader(io.LimitReader(f, max64(fi.Size()-c.off, 0)))
+	lr := newLineReader(io.NewSectionReader(c.f, c.off, max64(fi.Size()-c.off, 0)))
 	for len(*out) < max && *size < maxBytes && c.next <= durable {
 		line, err := lr.next()
 		if errors.Is(err, io.EOF) {
@@ -208,10 +236,10 @@ func (c *cursor) readFile(out *[]record, size *int, max, maxBytes int, durable u
 			return n, false, fmt.Errorf("%w: %s at byte %d: not a record: %v", errLocal, c.name, c.off, err)
 		}
 		if r.seq != c.next || r.prev != c.prev {
-			if c.off == 0 && r.seq > c.next {
-				// A new file begun after a rotation we have not seen:
-				// the record we want is in the rotated one.
-				c.name = ""
+			if c.off == 0 && r.seq > c.next && c.name == c.path {
+				// A new file begun after a rotation not seen yet: the
+				// record wanted is in the rotated one.
+				c.drop()
 				return n, false, nil
 			}
 			if r.seq == c.next && n > 0 {
@@ -231,11 +259,10 @@ func (c *cursor) readFile(out *[]record, size *int, max, maxBytes int, durable u
 	return n, false, nil
 }
 
-// resolve finds the file that holds record next, or will: the first
+// resolve opens the file that holds record next, or will: the first
 // rotated file whose last seq is at least next, else the current file;
-// and where next starts in it. In a file it has not read before it checks
-// the chain to next: record next-1 hashes to prev, or record next's prev
-// is prev.
+// and finds where next starts in it, checking the chain to it: record
+// next-1 hashes to prev, or record next's prev is prev.
 func (c *cursor) resolve() error {
 	files, err := ledger.Files(c.path)
 	if err != nil {
@@ -251,38 +278,31 @@ func (c *cursor) resolve() error {
 				continue
 			}
 		}
-		fi, err := os.Stat(name)
+		f, err := os.Open(name)
 		if errors.Is(err, os.ErrNotExist) {
 			return errNotYet
 		}
 		if err != nil {
 			return fmt.Errorf("%w: %v", errLocal, err)
 		}
-		if c.fi != nil && os.SameFile(fi, c.fi) {
-			c.name = name // the file we were reading, renamed: the offset holds
-			return nil
-		}
-		off, err := c.find(name)
+		off, err := c.find(f, name)
 		if err != nil {
+			_ = f.Close()
 			return err
 		}
-		c.name, c.fi, c.off = name, fi, off
+		c.f, c.name, c.off = f, name, off
 		return nil
 	}
 	return errNotYet // no current file: a rotation in flight
 }
 
-// find scans name for where record next starts, checking the chain.
-func (c *cursor) find(name string) (int64, error) {
-	f, err := os.Open(name)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, errNotYet
-	}
+// find scans f (named name) for where record next starts.
+func (c *cursor) find(f *os.File, name string) (int64, error) {
+	fi, err := f.Stat()
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", errLocal, err)
 	}
-	defer f.Close()
-	lr := newLineReader(f)
+	lr := newLineReader(io.NewSectionReader(f, 0, fi.Size()))
 	var off, after int64
 	var last uint64
 	for {
@@ -312,7 +332,7 @@ func (c *cursor) find(name string) (int64, error) {
 			after = end
 		case r.seq > c.next:
 			if off == 0 && name == c.path {
-				return 0, errNotYet // rotated since we listed the files
+				return 0, errNotYet // rotated since the files were listed
 			}
 			return 0, fmt.Errorf("%w: %s: records %d..%d are in no local file and not in the database", errLocal, name, c.next, r.seq-1)
 		}
