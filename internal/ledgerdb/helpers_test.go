@@ -57,7 +57,7 @@ func connect(t testing.TB, dsn string) *pgx.Conn {
 	return c
 }
 
-func exec(t testing.TB, dsn, sql string, args ...any) int64 {
+func execSQL(t testing.TB, dsn, sql string, args ...any) int64 {
 	t.Helper()
 	c := connect(t, dsn)
 	tag, err := c.Exec(context.Background(), sql, args...)

@@ -25,6 +25,7 @@ func TestPostgres(t *testing.T) {
 		{"Migrate", testMigrate},
 		{"VerifyDetectsTampering", testVerifyDetectsTampering},
 		{"FleetQueryIsTheUnionOfLocalQueries", testFleetQueryIsTheUnionOfLocalQueries},
+		{"FleetScaleQuick", func(t *testing.T, srv *pgtest.Server) { testFleetScale(t, srv, quickScale) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

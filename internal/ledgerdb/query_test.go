@@ -87,7 +87,7 @@ func testFleetQueryIsTheUnionOfLocalQueries(t *testing.T, srv *pgtest.Server) {
 		})
 	}
 	// A returned row whose columns were changed is refused, not reported.
-	exec(t, dsn, `UPDATE pare_ledger_records SET vendor = 'acme' WHERE subject = 'u-3' AND seq = (SELECT min(seq) FROM pare_ledger_records WHERE subject = 'u-3')`)
+	execSQL(t, dsn, `UPDATE pare_ledger_records SET vendor = 'acme' WHERE subject = 'u-3' AND seq = (SELECT min(seq) FROM pare_ledger_records WHERE subject = 'u-3')`)
 	if _, err := Query(context.Background(), c, ledger.Filter{Subject: "u-3"}); !errors.Is(err, ErrRowMismatch) {
 		t.Errorf("a row with a changed column: %v", err)
 	}

@@ -142,10 +142,10 @@ func testShipStops(t *testing.T, srv *pgtest.Server) {
 		rows   int // rows once stopped: what was shipped, and nothing that does not chain
 	}{
 		{"the database's head is another history", func(t *testing.T, f *fixture, dsn string) {
-			exec(t, dsn, `UPDATE pare_ledger_instances SET shipped_hash = repeat('0', 64)`)
+			execSQL(t, dsn, `UPDATE pare_ledger_instances SET shipped_hash = repeat('0', 64)`)
 		}, "fork", 20},
 		{"the database is ahead of the files", func(t *testing.T, f *fixture, dsn string) {
-			exec(t, dsn, `UPDATE pare_ledger_instances SET shipped_seq = shipped_seq + 50`)
+			execSQL(t, dsn, `UPDATE pare_ledger_instances SET shipped_seq = shipped_seq + 50`)
 		}, "fork", 20},
 		{"a local record changed before it was shipped", func(t *testing.T, f *fixture, dsn string) {
 			f.close()
@@ -239,7 +239,7 @@ func testMigrate(t *testing.T, srv *pgtest.Server) {
 	if err := c.QueryRow(context.Background(), `SELECT count(*) FROM pare_ledger_schema`).Scan(&n); err != nil || n != SchemaVersion {
 		t.Fatalf("%d versions recorded (%v), want %d", n, err, SchemaVersion)
 	}
-	exec(t, dsn, `INSERT INTO pare_ledger_schema (version) VALUES ($1)`, SchemaVersion+1)
+	execSQL(t, dsn, `INSERT INTO pare_ledger_schema (version) VALUES ($1)`, SchemaVersion+1)
 	if _, err := Migrate(context.Background(), c); !errors.Is(err, ErrSchemaNewer) {
 		t.Errorf("migrate under a newer schema: %v", err)
 	}

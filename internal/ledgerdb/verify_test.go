@@ -46,46 +46,46 @@ func testVerifyDetectsTampering(t *testing.T, srv *pgtest.Server) {
 	}{
 		{"nothing", func(t *testing.T, dsn string) {}, ""},
 		{"a record twice", func(t *testing.T, dsn string) {
-			exec(t, dsn, `INSERT INTO pare_ledger_records SELECT origin, seq, time + interval '1 second', kind, decision_id, subject,
+			execSQL(t, dsn, `INSERT INTO pare_ledger_records SELECT origin, seq, time + interval '1 second', kind, decision_id, subject,
 				vendor, purpose, service, prev, line FROM pare_ledger_records WHERE origin = $1 AND seq = 30`, a)
 		}, ProblemDuplicate},
 		{"two records under one seq", func(t *testing.T, dsn string) {
-			exec(t, dsn, `INSERT INTO pare_ledger_records SELECT origin, seq, time + interval '1 second', kind, decision_id, 'u-0', vendor, purpose,
+			execSQL(t, dsn, `INSERT INTO pare_ledger_records SELECT origin, seq, time + interval '1 second', kind, decision_id, 'u-0', vendor, purpose,
 				service, prev, convert_to(replace(convert_from(line, 'UTF8'), '"subject":"u-', '"subject":"v-'), 'UTF8')
 				FROM pare_ledger_records WHERE origin = $1 AND seq = 31`, a)
 		}, ProblemFork},
 		{"a record deleted", func(t *testing.T, dsn string) {
-			exec(t, dsn, `DELETE FROM pare_ledger_records WHERE origin = $1 AND seq = 30`, a)
+			execSQL(t, dsn, `DELETE FROM pare_ledger_records WHERE origin = $1 AND seq = 30`, a)
 		}, ProblemGap},
 		{"the first record deleted", func(t *testing.T, dsn string) {
-			exec(t, dsn, `DELETE FROM pare_ledger_records WHERE origin = $1 AND seq = 1`, a)
+			execSQL(t, dsn, `DELETE FROM pare_ledger_records WHERE origin = $1 AND seq = 1`, a)
 		}, ProblemMissingStart},
 		{"a line changed", func(t *testing.T, dsn string) {
-			exec(t, dsn, `UPDATE pare_ledger_records SET line = `+changeMethod+` WHERE origin = $1 AND seq = 30`, a)
+			execSQL(t, dsn, `UPDATE pare_ledger_records SET line = `+changeMethod+` WHERE origin = $1 AND seq = 30`, a)
 		}, ProblemChanged},
 		{"the last line changed", func(t *testing.T, dsn string) {
-			exec(t, dsn, `UPDATE pare_ledger_records SET line = `+changeMethod+` WHERE origin = $1 AND seq = 60`, a)
+			execSQL(t, dsn, `UPDATE pare_ledger_records SET line = `+changeMethod+` WHERE origin = $1 AND seq = 60`, a)
 		}, ProblemRewritten},
 		{"a subject changed in its column only (hidden from the person's report)", func(t *testing.T, dsn string) {
-			exec(t, dsn, `UPDATE pare_ledger_records SET subject = 'nobody' WHERE origin = $1 AND seq = 30`, a)
+			execSQL(t, dsn, `UPDATE pare_ledger_records SET subject = 'nobody' WHERE origin = $1 AND seq = 30`, a)
 		}, ProblemColumns},
 		{"a line changed and every later prev recomputed, head too", func(t *testing.T, dsn string) {
-			exec(t, dsn, `UPDATE pare_ledger_records SET line = `+changeMethod+` WHERE origin = $1 AND seq = 30`, a)
+			execSQL(t, dsn, `UPDATE pare_ledger_records SET line = `+changeMethod+` WHERE origin = $1 AND seq = 30`, a)
 			rechainDB(t, dsn, a, 30)
 		}, ProblemRewritten},
 		{"the newest records cut and the head moved back", func(t *testing.T, dsn string) {
-			exec(t, dsn, `DELETE FROM pare_ledger_records WHERE origin = $1 AND seq > 52`, a)
-			exec(t, dsn, `UPDATE pare_ledger_instances SET shipped_seq = 52,
+			execSQL(t, dsn, `DELETE FROM pare_ledger_records WHERE origin = $1 AND seq > 52`, a)
+			execSQL(t, dsn, `UPDATE pare_ledger_instances SET shipped_seq = 52,
 				shipped_hash = (SELECT encode(sha256(line), 'hex') FROM pare_ledger_records WHERE origin = $1 AND seq = 52) WHERE origin = $1`, a)
 		}, ProblemTruncated},
 		{"the newest records and their checkpoints cut, head moved back", func(t *testing.T, dsn string) {
-			exec(t, dsn, `DELETE FROM pare_ledger_records WHERE origin = $1 AND seq > 50`, a)
-			exec(t, dsn, `DELETE FROM pare_ledger_checkpoints WHERE origin = $1 AND size > 50`, a)
-			exec(t, dsn, `UPDATE pare_ledger_instances SET shipped_seq = 50,
+			execSQL(t, dsn, `DELETE FROM pare_ledger_records WHERE origin = $1 AND seq > 50`, a)
+			execSQL(t, dsn, `DELETE FROM pare_ledger_checkpoints WHERE origin = $1 AND size > 50`, a)
+			execSQL(t, dsn, `UPDATE pare_ledger_instances SET shipped_seq = 50,
 				shipped_hash = (SELECT encode(sha256(line), 'hex') FROM pare_ledger_records WHERE origin = $1 AND seq = 50) WHERE origin = $1`, a)
 		}, ProblemNoCheckpoint},
 		{"the newest records cut, nothing else", func(t *testing.T, dsn string) {
-			exec(t, dsn, `DELETE FROM pare_ledger_records WHERE origin = $1 AND seq > 57`, a)
+			execSQL(t, dsn, `DELETE FROM pare_ledger_records WHERE origin = $1 AND seq > 57`, a)
 		}, ProblemHead},
 		{"a checkpoint's root changed", func(t *testing.T, dsn string) {
 			changeCheckpoint(t, dsn, a, 30, func(e *ledger.LogEntry) {
@@ -110,15 +110,15 @@ func testVerifyDetectsTampering(t *testing.T, srv *pgtest.Server) {
 			})
 		}, ProblemCheckpoint},
 		{"every checkpoint deleted", func(t *testing.T, dsn string) {
-			exec(t, dsn, `DELETE FROM pare_ledger_checkpoints WHERE origin = $1`, a)
-			exec(t, dsn, `UPDATE pare_ledger_instances SET checkpoint_size = -1 WHERE origin = $1`, a)
+			execSQL(t, dsn, `DELETE FROM pare_ledger_checkpoints WHERE origin = $1`, a)
+			execSQL(t, dsn, `UPDATE pare_ledger_instances SET checkpoint_size = -1 WHERE origin = $1`, a)
 		}, ProblemNoCheckpoint},
 		{"records under an origin no shipper registered", func(t *testing.T, dsn string) {
-			exec(t, dsn, `INSERT INTO pare_ledger_records SELECT $2, seq, time, kind, decision_id, subject, vendor, purpose, service, prev, line
+			execSQL(t, dsn, `INSERT INTO pare_ledger_records SELECT $2, seq, time, kind, decision_id, subject, vendor, purpose, service, prev, line
 				FROM pare_ledger_records WHERE origin = $1`, a, ledger.OriginPrefix+"ghost")
 		}, ProblemUnregistered},
 		{"a record moved to another instance", func(t *testing.T, dsn string) {
-			exec(t, dsn, `UPDATE pare_ledger_records SET origin = $2, time = time + interval '1 second' WHERE origin = $1 AND seq = 30`, a, origins[1])
+			execSQL(t, dsn, `UPDATE pare_ledger_records SET origin = $2, time = time + interval '1 second' WHERE origin = $1 AND seq = 30`, a, origins[1])
 		}, ProblemGap},
 	}
 	sem := make(chan struct{}, 6) // the server takes 50 connections, shared with the other tests
