@@ -58,6 +58,7 @@ const benchSubject = "u-bench"
 
 type scale struct {
 	sidecars, records int // per sidecar
+	rounds            int // append and ship take turns, records/rounds each time
 	small             int // records of the small database
 	steady            time.Duration
 	rate              int // records/s per sidecar at steady load
@@ -65,8 +66,8 @@ type scale struct {
 }
 
 var (
-	fullScale  = scale{sidecars: 20, records: 50000, small: 10000, steady: 30 * time.Second, rate: 200, reports: 40}
-	quickScale = scale{sidecars: 3, records: 2000, small: 1000, steady: 3 * time.Second, rate: 100, reports: 5}
+	fullScale  = scale{sidecars: 20, records: 50000, rounds: 5, small: 10000, steady: 30 * time.Second, rate: 200, reports: 40}
+	quickScale = scale{sidecars: 3, records: 2000, rounds: 2, small: 1000, steady: 3 * time.Second, rate: 100, reports: 5}
 )
 
 // childResult is what a sidecar process reports on its stdout.
@@ -111,7 +112,10 @@ func childMain(mode string) int {
 	rate, _ := strconv.Atoi(env("RATE"))
 	dur, _ := time.ParseDuration(env("DURATION"))
 	seed, _ := strconv.ParseUint(env("SEED"), 10, 64)
-	res, err := runChild(mode, path, dsn, n, benchEvery, rate, dur, seed)
+	round, _ := strconv.Atoi(env("ROUND"))
+	rounds, _ := strconv.Atoi(env("ROUNDS"))
+	seed = seed*1000 + uint64(round)
+	res, err := runChild(mode, path, dsn, n, benchEvery, rate, dur, seed, recordClock(n, round, max(rounds, 1)))
 	if err != nil {
 		res.Err = err.Error()
 	}
@@ -128,12 +132,12 @@ func childSigner(path string) (note.Signer, error) {
 }
 
 // recordClock stamps records a few minutes apart from the start of
-// September, so a sidecar's records span the months around now and fill
-// several partitions.
-func recordClock(n int) func() time.Time {
+// September, so a sidecar's records (n in each of rounds) span the months
+// around now and fill several partitions.
+func recordClock(n, round, rounds int) func() time.Time {
 	var mu sync.Mutex
-	t := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
-	step := 90 * 24 * time.Hour / time.Duration(max(n, 1))
+	step := 90 * 24 * time.Hour / time.Duration(max(n*rounds, 1))
+	t := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(round*n) * step)
 	return func() time.Time {
 		mu.Lock()
 		defer mu.Unlock()
@@ -142,7 +146,7 @@ func recordClock(n int) func() time.Time {
 	}
 }
 
-func runChild(mode, path, dsn string, n, benchEvery, rate int, dur time.Duration, seed uint64) (childResult, error) {
+func runChild(mode, path, dsn string, n, benchEvery, rate int, dur time.Duration, seed uint64, clock func() time.Time) (childResult, error) {
 	var res childResult
 	signer, err := childSigner(path)
 	if err != nil {
@@ -152,7 +156,7 @@ func runChild(mode, path, dsn string, n, benchEvery, rate int, dur time.Duration
 	case "append":
 		// As fast as the ledger takes them, from 16 concurrent requests
 		// (the proxy's group commit at work).
-		l, err := ledger.Open(path, ledger.Options{Signer: signer, Logger: quiet(), Now: recordClock(n)})
+		l, err := ledger.Open(path, ledger.Options{Signer: signer, Logger: quiet(), Now: clock})
 		if err != nil {
 			return res, err
 		}
@@ -342,34 +346,43 @@ func testFleetScale(t *testing.T, srv *pgtest.Server, sc scale) {
 	fleet := newDB(t, srv, "fleet")
 	small := newDB(t, srv, "small")
 	steady := newDB(t, srv, "steady")
-	benchEvery := sc.records / 2 // one benchSubject request per sidecar
-	env := []string{"PARE_LEDGERDB_RECORDS=" + strconv.Itoa(sc.records), "PARE_LEDGERDB_BENCH_EVERY=" + strconv.Itoa(benchEvery)}
+	// One benchSubject request per sidecar and round.
+	perRound := sc.records / sc.rounds
+	env := []string{"PARE_LEDGERDB_RECORDS=" + strconv.Itoa(perRound), "PARE_LEDGERDB_BENCH_EVERY=" + strconv.Itoa(perRound/2),
+		"PARE_LEDGERDB_ROUNDS=" + strconv.Itoa(sc.rounds)}
 
-	// 1. Local append, the baseline.
+	// 1. and 2. Local append (the baseline) and shipping the same records
+	// to one database, all sidecars at once, taking turns: the load other
+	// tenants put on a shared machine drifts over seconds, and measured
+	// one after the other that drift shows up as a difference between
+	// them.
 	paths := ledgerPaths(t, sc.sidecars)
-	app, appWall := children(t, "append", paths, env...)
-	var total uint64
-	for _, r := range app {
-		total += r.Records
+	var total, shipped uint64
+	var appWall, shipWall time.Duration
+	var roundRatios []float64
+	for round := range sc.rounds {
+		renv := append(env, "PARE_LEDGERDB_ROUND="+strconv.Itoa(round))
+		app, aw := children(t, "append", paths, renv...)
+		shp, sw := children(t, "ship", paths, append(renv, "PARE_LEDGERDB_DSN="+fleet)...)
+		var a, sh uint64
+		for i := range app {
+			a += app[i].Records
+			sh += shp[i].Records
+		}
+		if sh != a {
+			t.Fatalf("round %d: shipped %d of %d records", round, sh, a)
+		}
+		total, shipped, appWall, shipWall = total+a, shipped+sh, appWall+aw, shipWall+sw
+		roundRatios = append(roundRatios, (float64(sh)/sw.Seconds())/(float64(a)/aw.Seconds()))
 	}
 	appendRate := float64(total) / appWall.Seconds()
-
-	// 2. Shipping the same records, all sidecars at once.
-	shp, shipWall := children(t, "ship", paths, append(env, "PARE_LEDGERDB_DSN="+fleet)...)
-	var shipped uint64
-	for _, r := range shp {
-		shipped += r.Records
-	}
-	if shipped != total {
-		t.Fatalf("shipped %d of %d records", shipped, total)
-	}
 	shipRate := float64(shipped) / shipWall.Seconds()
 
 	// The small database: the same records of benchSubject among
 	// sc.small records in all (one sidecar, benchSubject as often).
 	smallPath := ledgerPaths(t, 1)
 	smallEnv := []string{"PARE_LEDGERDB_RECORDS=" + strconv.Itoa(sc.small),
-		"PARE_LEDGERDB_BENCH_EVERY=" + strconv.Itoa(max(sc.small/2/sc.sidecars, 1))}
+		"PARE_LEDGERDB_BENCH_EVERY=" + strconv.Itoa(max(sc.small/2/(sc.sidecars*sc.rounds), 1))}
 	children(t, "append", smallPath, smallEnv...)
 	children(t, "ship", smallPath, append(smallEnv, "PARE_LEDGERDB_DSN="+small)...)
 
@@ -405,6 +418,19 @@ func testFleetScale(t *testing.T, srv *pgtest.Server, sc scale) {
 	if err := bigConn.QueryRow(ctx, `SELECT count(*) FROM pare_ledger_records`).Scan(&rows); err != nil {
 		t.Fatal(err)
 	}
+	var dbBytes int64
+	if err := bigConn.QueryRow(ctx, `SELECT pg_database_size(current_database())`).Scan(&dbBytes); err != nil {
+		t.Fatal(err)
+	}
+	var localBytes int64
+	for _, p := range paths {
+		files, _ := ledger.Files(p)
+		for _, f := range files {
+			if fi, err := os.Stat(f); err == nil {
+				localBytes += fi.Size()
+			}
+		}
+	}
 	cfg, _ := pgx.ParseConfig(fleet)
 	vstart := time.Now()
 	res, err := Verify(ctx, cfg, VerifyOptions{})
@@ -426,11 +452,15 @@ func testFleetScale(t *testing.T, srv *pgtest.Server, sc scale) {
 	t.Logf("fleet scale (%s): %d sidecar processes x %d records, PostgreSQL 15, this machine's %d CPUs shared",
 		mode, sc.sidecars, sc.records, runtime.NumCPU())
 	t.Logf("local append:    %d records in %.1fs: %.0f records/s (16 concurrent appenders per sidecar)", total, appWall.Seconds(), appendRate)
-	t.Logf("shipping:        %d records in %.1fs: %.0f records/s = %.2fx local append", shipped, shipWall.Seconds(), shipRate, shipRate/appendRate)
+	sort.Float64s(roundRatios)
+	t.Logf("shipping:        %d records in %.1fs: %.0f records/s = %.2fx local append (rounds %.2f-%.2f)", shipped, shipWall.Seconds(),
+		shipRate, shipRate/appendRate, roundRatios[0], roundRatios[len(roundRatios)-1])
 	t.Logf("steady load:     %d records/s per sidecar (%d in all) for %s: lag p50 %.0f / p99 %.0f / max %.0f records; p50 %.0f / p99 %.0f / max %.0f ms",
 		sc.rate, sc.rate*sc.sidecars, sc.steady, percentile(lag, .5), percentile(lag, .99), percentile(lag, 1),
 		1000*percentile(lagSec, .5), 1000*percentile(lagSec, .99), 1000*percentile(lagSec, 1))
 	t.Logf("subject report:  %d disclosures; over %d records median %s, over %d records median %s: %.2fx",
 		nBig, rows, median(tBig), sc.small, median(tSmall), float64(median(tBig))/float64(median(tSmall)))
 	t.Logf("central verify:  %d records, %d checkpoints: %.0f records/s", res.Records, res.Checkpoints, verifyRate)
+	t.Logf("size:            %.0f bytes/record in the database (rows, indexes, checkpoints), %.0f in the local files",
+		float64(dbBytes)/float64(rows), float64(localBytes)/float64(total))
 }
