@@ -41,7 +41,9 @@ func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // newDB creates a database of its own on srv and returns its DSN.
 func newDB(t testing.TB, srv *pgtest.Server, name string) string {
 	t.Helper()
-	srv.Exec("CREATE DATABASE " + name)
+	// Not srv.Exec: it fails the test that started the server, and
+	// subtests share it.
+	execSQL(t, srv.DSN, "CREATE DATABASE "+name)
 	return strings.Replace(srv.DSN, "/postgres?", "/"+name+"?", 1)
 }
 

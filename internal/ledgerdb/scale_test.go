@@ -343,9 +343,9 @@ func testFleetScale(t *testing.T, srv *pgtest.Server, sc scale) {
 	if sc == fullScale {
 		mode = "full, PostgreSQL with fsync on"
 	}
-	fleet := newDB(t, srv, "fleet")
-	small := newDB(t, srv, "small")
-	steady := newDB(t, srv, "steady")
+	fleet := newDB(t, srv, "scale_fleet")
+	small := newDB(t, srv, "scale_small")
+	steady := newDB(t, srv, "scale_steady")
 	// One benchSubject request per sidecar and round.
 	perRound := sc.records / sc.rounds
 	env := []string{"PARE_LEDGERDB_RECORDS=" + strconv.Itoa(perRound), "PARE_LEDGERDB_BENCH_EVERY=" + strconv.Itoa(perRound/2),

@@ -130,7 +130,7 @@ func testVerifyDetectsTampering(t *testing.T, srv *pgtest.Server) {
 			name := fmt.Sprintf("tamper%d", i)
 			// FILE_COPY: a copy of the files, much faster than PostgreSQL
 			// 15's default of logging every page.
-			srv.Exec("CREATE DATABASE " + name + " TEMPLATE base STRATEGY FILE_COPY")
+			execSQL(t, srv.DSN, "CREATE DATABASE "+name+" TEMPLATE base STRATEGY FILE_COPY")
 			dsn := strings.Replace(srv.DSN, "/postgres?", "/"+name+"?", 1)
 			tc.tamper(t, dsn)
 			res := verifyDB(t, dsn, v)
