@@ -254,6 +254,12 @@ func TestShipFleet(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &got); err != nil {
 			t.Fatal(err)
 		}
+		// query --dsn lists the same records, from the indexes alone.
+		qout, qerr, qcode := runCLI(t, "ledger", "query", "--dsn", db.DSN, "--subject", subject, "--json", "--verify=false",
+			"--since", since.Format(time.RFC3339), "--until", until.Format(time.RFC3339))
+		if n := strings.Count(qout, "\n"); qcode != 0 || n != len(union) {
+			t.Fatalf("query --dsn: %d, %d records, want %d: %s", qcode, n, len(union), qerr)
+		}
 		got.Generated = time.Time{}
 		gj, _ := json.Marshal(&got)
 		wj, _ := json.Marshal(want)
