@@ -13,10 +13,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pare-dev/pare/internal/bundle"
 	"github.com/pare-dev/pare/internal/ledger"
+	"github.com/pare-dev/pare/internal/ledgerdb"
 )
 
 // Config is the serve configuration: a YAML file (--config) whose keys match
@@ -44,6 +46,8 @@ type Config struct {
 	StateDir           string        `yaml:"state_dir"`
 	LedgerKey          string        `yaml:"ledger_key"`        // "" = StateDir/ledger.key, created on first start
 	LedgerCheckpoint   string        `yaml:"ledger_checkpoint"` // witness file: every checkpoint, outside the ledger directory
+	LedgerSink         string        `yaml:"ledger_sink"`       // the fleet's ledger database (postgres://...)
+	LedgerRetain       time.Duration `yaml:"ledger_retain"`     // keep shipped rotated files this long; negative: never delete
 	CheckpointEvery    int           `yaml:"checkpoint_every"`
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 	HMACKeyFile        string        `yaml:"hmac_key_file"`
@@ -118,6 +122,7 @@ func defaultConfig() Config {
 		BundleMinDelay:     bundle.DefaultMinDelay,
 		BundleMaxDelay:     bundle.DefaultMaxDelay,
 		BundleMaxBytes:     bundle.DefaultMaxBytes,
+		LedgerRetain:       ledgerdb.DefaultRetain,
 		CheckpointEvery:    ledger.DefaultCheckpointEvery,
 		CheckpointInterval: ledger.DefaultCheckpointInterval,
 		MaxBody:            10 << 20,
@@ -191,6 +196,12 @@ func (c *Config) validate() error {
 	}
 	if c.CheckpointInterval <= 0 {
 		errs = append(errs, fmt.Errorf("checkpoint_interval %s: want a positive duration", c.CheckpointInterval))
+	}
+	if c.LedgerSink != "" {
+		if _, err := pgx.ParseConfig(c.LedgerSink); err != nil {
+			// pgx's message may quote the DSN, password included.
+			errs = append(errs, errors.New("ledger_sink: not a PostgreSQL connection string (postgres://user@host/db)"))
+		}
 	}
 	if c.LedgerCheckpoint != "" && c.LedgerCheckpoint == c.Ledger {
 		errs = append(errs, errors.New("ledger_checkpoint must not be the ledger file"))

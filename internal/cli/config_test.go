@@ -57,6 +57,12 @@ func TestConfigFile(t *testing.T) {
 				t.Errorf("config = %+v", c)
 			}
 		}},
+		{name: "ledger sink", yaml: "ledger_sink: postgres://pare@db.example/ledger\nledger_retain: 10m\n", check: func(t *testing.T, c Config) {
+			if c.LedgerSink == "" || c.LedgerRetain != 10*time.Minute {
+				t.Errorf("config = %+v", c)
+			}
+		}},
+		{name: "ledger sink not a DSN", yaml: "ledger_sink: \"postgres://pare:s3cret@db:notaport/x\"\n", err: "ledger_sink: not a PostgreSQL connection string"},
 		{name: "unsigned bundle", yaml: "bundle: https://b.example/pare.tar.gz\n", err: "bundle needs bundle_key"},
 		{name: "bundle and policies", yaml: "bundle: https://b/x\nbundle_key: [k]\npolicies: p\n", err: "exclusive"},
 		{name: "bundle without a dir", yaml: "bundle: https://b/x\nbundle_key: [k]\nbundle_dir: \"\"\n", err: "bundle_dir"},

@@ -145,27 +145,36 @@ func reportDocument(fs *flag.FlagSet, f *ledger.Filter, since, until, format, au
 	if err != nil {
 		return fail(exitUsage, err)
 	}
-	files, err := ledgerFiles(fs.Args(), set.ledger)
-	if err != nil {
-		return fail(exitUsage, err)
-	}
-	// A report answers only from a ledger that verifies, against its
-	// signed checkpoints (and the witness, when one is given).
-	opt, err := evf.options(fs.Args())
-	if err != nil {
-		return fail(exitUsage, err)
-	}
-	if _, _, code := audit(fs.Name(), files, opt, true, stderr); code != exitOK {
-		fmt.Fprintf(stderr, "proxy %s: the ledger does not verify; no answer is given from it\n", fs.Name())
-		return code
-	}
 	now := time.Now().UTC()
-	if f.Since, f.Until, err = period(files, f.Since, f.Until, now); err != nil {
-		return fail(exitUsage, err)
-	}
-	recs, err := ledger.Query(files, *f)
-	if err != nil {
-		return fail(exitFail, err)
+	var recs []ledger.Record
+	if evf.dsn != "" {
+		var code int
+		if recs, code = fleetReportRecords(fs, f, now, evf, stderr); code != exitOK {
+			return code
+		}
+	} else {
+		files, err := ledgerFiles(fs.Args(), set.ledger)
+		if err != nil {
+			return fail(exitUsage, err)
+		}
+		// A report answers only from a ledger that verifies, against its
+		// signed checkpoints (and the witness, when one is given).
+		opt, err := evf.options(fs.Args())
+		if err != nil {
+			return fail(exitUsage, err)
+		}
+		if _, ev, code := audit(fs.Name(), files, opt, true, stderr); code != exitOK {
+			fmt.Fprintf(stderr, "proxy %s: the ledger does not verify; no answer is given from it\n", fs.Name())
+			return code
+		} else if shippedAway(fs.Name(), ev, stderr) {
+			return exitFail
+		}
+		if f.Since, f.Until, err = period(files, f.Since, f.Until, now); err != nil {
+			return fail(exitUsage, err)
+		}
+		if recs, err = ledger.Query(files, *f); err != nil {
+			return fail(exitFail, err)
+		}
 	}
 	rep := ledger.BuildReportWith(recs, ledger.ReportOptions{Subject: f.Subject, Since: f.Since, Until: f.Until,
 		Catalog: set.catalog, Audience: audience, Company: set.company, Contact: set.contact})

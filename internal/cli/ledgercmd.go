@@ -23,14 +23,19 @@ const ledgerUsageText = `Usage: proxy ledger <subcommand> [flags] [LEDGER]
 
 Subcommands:
   verify [--pubkey K] [--checkpoint FILE|URL] [LEDGER]   the chain, and the records held to the signed checkpoints
-  query --subject ID [--vendor V] [--since T] [--until T] [--json] [LEDGER]
-  report --subject ID [--for subject|staff] [--format html|csv|json|pdf] [--since T] [--until T] [LEDGER]
+  verify --dsn DSN [--pubkey K] [--origin O] [--json]    every instance shipped to the fleet's database
+  query --subject ID [--vendor V] [--since T] [--until T] [--json] [LEDGER | --dsn DSN]
+  report --subject ID [--for subject|staff] [--format html|csv|json|pdf] [--since T] [--until T] [LEDGER | --dsn DSN]
   prove --seq N [--checkpoint FILE|URL] [--pubkey K] [LEDGER]   an inclusion proof of one record (JSON)
   check-proof --pubkey K [PROOF]                         check a proof (stdin when PROOF is - or absent)
   pubkey [--state-dir DIR] [--ledger-key FILE]           print the key that verifies the checkpoints
+  migrate --dsn DSN [--months-ahead N]                   create or update the fleet database's schema
 LEDGER is the ledger file (default pare-ledger.jsonl); its rotated files and its
 checkpoint log (LEDGER.checkpoints) are found beside it. verify, query and
-report also take --pubkey and --checkpoint. Run 'proxy ledger <subcommand> -h' for its flags.
+report also take --pubkey and --checkpoint. With --dsn they answer from the
+fleet's database (serve --ledger-sink), every sidecar at once; query and report
+verify it first (--verify=false: an index lookup, each row checked alone).
+Run 'proxy ledger <subcommand> -h' for its flags.
 `
 
 func runLedger(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -54,8 +59,10 @@ func runLedger(_ context.Context, args []string, stdin io.Reader, stdout, stderr
 		return ledgerCheckProof(args[1:], stdin, stdout, stderr)
 	case "pubkey":
 		return ledgerPubkey(args[1:], stdout, stderr)
+	case "migrate":
+		return ledgerMigrate(args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "proxy ledger: unknown subcommand %q (verify, query, report, prove, check-proof, pubkey)\n", args[0])
+	fmt.Fprintf(stderr, "proxy ledger: unknown subcommand %q (verify, query, report, prove, check-proof, pubkey, migrate)\n", args[0])
 	return exitUsage
 }
 
@@ -86,10 +93,20 @@ func ledgerFiles(args []string, def string) ([]string, error) {
 	return out, nil
 }
 
-// evidenceFlags are the flags that hold a ledger to its checkpoints.
+// evidenceFlags are the flags that hold a ledger to its checkpoints, and
+// (registerFleet) that read the fleet's database instead of files.
 type evidenceFlags struct {
 	pubkeys    listFlag
 	checkpoint string
+	dsn        string
+	verifyDB   bool
+}
+
+func (e *evidenceFlags) registerFleet(fs *flag.FlagSet, withVerify bool) {
+	fs.StringVar(&e.dsn, "dsn", "", "the fleet's ledger database (postgres://user@host/db; password from PGPASSWORD or PGPASSFILE) instead of a ledger file")
+	if withVerify {
+		fs.BoolVar(&e.verifyDB, "verify", true, "with --dsn: verify every instance in the database before answering (false: an index lookup, each row returned checked alone)")
+	}
 }
 
 func (e *evidenceFlags) register(fs *flag.FlagSet) {
@@ -117,11 +134,22 @@ func (e *evidenceFlags) options(args []string) (ledger.AuditOptions, error) {
 	}
 	// The checkpoint log of the ledger named: with several paths, whose
 	// logs differ, only the witness is used.
+	path := ""
 	switch len(args) {
 	case 0:
-		opt.Log = ledger.CheckpointLogName(defaultLedger)
+		path = defaultLedger
 	case 1:
-		opt.Log = ledger.CheckpointLogName(args[0])
+		path = args[0]
+	}
+	if path != "" {
+		opt.Log = ledger.CheckpointLogName(path)
+		// Files deleted once shipped (serve --ledger-sink) are accounted
+		// for by the signed marker retention writes beside the ledger.
+		if b, err := os.ReadFile(ledger.ShippedName(path)); err == nil {
+			opt.Shipped = b
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return opt, fmt.Errorf("shipped marker: %w", err)
+		}
 	}
 	return opt, nil
 }
@@ -198,8 +226,14 @@ func ledgerVerify(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var evf evidenceFlags
 	evf.register(fs)
+	evf.registerFleet(fs, false)
+	origin := fs.String("origin", "", "with --dsn: only this instance")
+	asJSON := fs.Bool("json", false, "with --dsn: the result as JSON")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
+	}
+	if evf.dsn != "" {
+		return fleetVerify(fs, &evf, *origin, *asJSON, stdout, stderr)
 	}
 	files, err := ledgerFiles(fs.Args(), defaultLedger)
 	if err != nil {
@@ -230,6 +264,10 @@ func ledgerVerify(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "checkpoints: %d match the records, %s; latest covers seq 1..%d; %d records after it not yet checkpointed\n",
 			ev.Checked, who, ev.Latest.Size, ev.After)
 		fmt.Fprintf(stdout, "origin %s\n", ev.Origin)
+		if sh := ev.Shipped; sh != nil {
+			fmt.Fprintf(stdout, "records 1..%d were shipped to %s and deleted here (the shipped marker, signature %s)\n",
+				sh.Seq, sh.Sink, map[bool]string{true: "verified", false: "NOT checked"}[ev.Signed])
+		}
 		if ev.Witness != nil {
 			fmt.Fprintf(stdout, "witness %s: checkpoint of %d records matches\n", evf.checkpoint, ev.Witness.Size)
 		}
@@ -241,6 +279,7 @@ func queryFlags(name string, stderr io.Writer, evf *evidenceFlags) (*flag.FlagSe
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	evf.register(fs)
+	evf.registerFleet(fs, true)
 	f := &ledger.Filter{}
 	fs.StringVar(&f.Subject, "subject", "", "data subject id (required)")
 	fs.StringVar(&f.Vendor, "vendor", "", "only this vendor")
@@ -359,6 +398,9 @@ func queryRecords(fs *flag.FlagSet, f *ledger.Filter, since, until string, evf *
 		fmt.Fprintf(stderr, "proxy %s: %v\n", fs.Name(), err)
 		return nil, exitUsage
 	}
+	if evf.dsn != "" {
+		return fleetRecords(fs, *f, evf, stderr)
+	}
 	files, err := ledgerFiles(fs.Args(), defaultLedger)
 	if err != nil {
 		fmt.Fprintf(stderr, "proxy %s: %v\n", fs.Name(), err)
@@ -369,9 +411,11 @@ func queryRecords(fs *flag.FlagSet, f *ledger.Filter, since, until string, evf *
 		fmt.Fprintf(stderr, "proxy %s: %v\n", fs.Name(), err)
 		return nil, exitUsage
 	}
-	if _, _, code := audit(fs.Name(), files, opt, true, stderr); code != exitOK {
+	if _, ev, code := audit(fs.Name(), files, opt, true, stderr); code != exitOK {
 		fmt.Fprintf(stderr, "proxy %s: the ledger does not verify; no answer is given from it\n", fs.Name())
 		return nil, code
+	} else if shippedAway(fs.Name(), ev, stderr) {
+		return nil, exitFail
 	}
 	recs, err := ledger.Query(files, *f)
 	if err != nil {

@@ -65,6 +65,8 @@ func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory for what the sidecar generates once and keeps (the ledger's signing key, the drop-in CA)")
 	fs.StringVar(&c.LedgerKey, "ledger-key", c.LedgerKey, "ledger checkpoint signing key (default STATE-DIR/"+ledgerKeyFile+", created on first start)")
 	fs.StringVar(&c.LedgerCheckpoint, "ledger-checkpoint", c.LedgerCheckpoint, "witness file replaced by every signed checkpoint: put it on another volume than the ledger")
+	fs.StringVar(&c.LedgerSink, "ledger-sink", c.LedgerSink, "ship the ledger to this PostgreSQL database (postgres://user@host/db; password from PGPASSWORD or PGPASSFILE), off the request path")
+	fs.DurationVar(&c.LedgerRetain, "ledger-retain", c.LedgerRetain, "with --ledger-sink: delete a rotated ledger file this long after it was shipped (negative: never)")
 	fs.IntVar(&c.CheckpointEvery, "checkpoint-every", c.CheckpointEvery, "sign a ledger checkpoint after this many records")
 	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", c.CheckpointInterval, "sign a ledger checkpoint at least this often while records arrive")
 	fs.StringVar(&c.HMACKeyFile, "hmac-key-file", c.HMACKeyFile, "file holding the master key for hmac transforms (default: random per process)")
@@ -254,6 +256,12 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 	if err != nil {
 		return fmt.Errorf("ledger: %w", err)
 	}
+	sink, err := newLedgerSink(c, led, signer, reg, log)
+	if err != nil {
+		_ = led.Close()
+		return err
+	}
+	defer sink.drain(c.ShutdownTimeout) // after Close below: ships the last records and the final checkpoint
 	defer func() {
 		if err := led.Close(); err != nil {
 			log.Error("ledger close", "err", err)
@@ -400,6 +408,7 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 		wg.Add(1)
 		go func() { defer wg.Done(); bundles.Run(ctx) }()
 	}
+	sink.start(ctx, &wg)
 	if c.Policies != "" {
 		wg.Add(1)
 		go func() {

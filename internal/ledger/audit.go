@@ -41,6 +41,10 @@ type AuditOptions struct {
 	// log alone cannot show a truncation done together with the log's
 	// own: a witness can.
 	Witness []byte
+	// Shipped is the signed marker beside the ledger (ShippedName), when
+	// there is one: files that begin after seq 1 are complete if they
+	// begin right after the records it says were shipped.
+	Shipped []byte
 }
 
 // Evidence is what Audit found beyond the chain.
@@ -55,9 +59,13 @@ type Evidence struct {
 	Witness *Checkpoint `json:"witness,omitempty"`
 	// After counts the records after the newest checkpoint: durable,
 	// chained, not yet signed.
-	After   uint64  `json:"after"`
-	Problem Problem `json:"problem,omitempty"`
-	Detail  string  `json:"detail,omitempty"`
+	After uint64 `json:"after"`
+	// Shipped is the marker that accounts for the files before the first
+	// one left, when it did: records 1..Shipped.Seq are in Shipped.Sink,
+	// not here.
+	Shipped *Shipped `json:"shipped,omitempty"`
+	Problem Problem  `json:"problem,omitempty"`
+	Detail  string   `json:"detail,omitempty"`
 }
 
 // Audit verifies the chain of files (as Verify does) and then holds them
@@ -93,13 +101,33 @@ func Audit(files []string, opt AuditOptions) (*VerifyResult, *Evidence, error) {
 	if res.Records == 0 && len(files) == 0 {
 		return res, problem(ProblemMissingStart, "no ledger file"), nil
 	}
-	if res.Records > 0 && res.FirstSeq != 1 {
+	// The end of the records: the last in the files, or the last shipped
+	// when every file that held records was deleted once shipped.
+	end := res.LastSeq
+	if opt.Shipped != nil && (res.Records == 0 || res.FirstSeq != 1) {
+		sh, err := shippedPrefix(opt, ev, res, &tc, cps)
+		if err != nil {
+			return res, problem(ProblemCheckpoint, "%v", err), nil
+		}
+		if sh != nil {
+			ev.Shipped = sh
+			if res.Records == 0 {
+				end = sh.Seq
+			}
+		}
+	}
+	if res.Records > 0 && res.FirstSeq != 1 && ev.Shipped == nil {
 		detail := fmt.Sprintf("the files begin at seq %d: records 1..%d are in no file (the oldest file was deleted)",
 			res.FirstSeq, res.FirstSeq-1)
 		if tc.noStart {
 			detail += "; no checkpoint holds the tree before it, so the rest cannot be held to the checkpoints"
 		} else if tc.bad == "" {
 			detail += fmt.Sprintf("; the %d records that remain match %d checkpoint(s)", res.Records, tc.checked)
+		}
+		if opt.Shipped != nil {
+			if sh, err := OpenShipped(opt.Shipped); err == nil {
+				detail += fmt.Sprintf("; the shipped marker accounts for records 1..%d only", sh.Seq)
+			}
 		}
 		return res, problem(ProblemMissingStart, "%s", detail), nil
 	}
@@ -115,16 +143,16 @@ func Audit(files []string, opt AuditOptions) (*VerifyResult, *Evidence, error) {
 	if len(cps) > 0 {
 		top = cps[len(cps)-1]
 	}
-	if top != nil && uint64(top.Size) > res.LastSeq {
+	if top != nil && uint64(top.Size) > end {
 		return res, problem(ProblemTruncated, "the checkpoint of size %d (%s) covers seq 1..%d, but the files end at seq %d: records %d..%d are missing",
-			top.Size, describeSource(top, opt.Witness), top.Size, res.LastSeq, res.LastSeq+1, top.Size), nil
+			top.Size, describeSource(top, opt.Witness), top.Size, end, end+1, top.Size), nil
 	}
 	if top == nil {
 		if ev.Signed {
 			return res, problem(ProblemCheckpoint, "no checkpoint to hold the files to (no checkpoint log, no witness)"), nil
 		}
 	} else {
-		ev.After = res.LastSeq - uint64(top.Size)
+		ev.After = end - uint64(top.Size)
 	}
 	ev.OK = true
 	return res, ev, nil
@@ -261,6 +289,42 @@ func (c *treeCheck) compare() {
 	}
 	c.checked++
 	c.latest = cp
+}
+
+// shippedPrefix reads the shipped marker and says whether it accounts for
+// the records before the files: it must be signed (when keys are given)
+// for this ledger, end exactly where the files begin, chained to their
+// first record, and agree with the signed checkpoint of its size, from
+// which the remaining records were held to the later checkpoints. nil
+// without an error: the marker does not account for them (missing_start
+// says so). An error: the marker itself is bad.
+func shippedPrefix(opt AuditOptions, ev *Evidence, res *VerifyResult, tc *treeCheck, cps []*Checkpoint) (*Shipped, error) {
+	sh, err := OpenShipped(opt.Shipped, opt.Verifiers...)
+	if err != nil {
+		return nil, err
+	}
+	if ev.Origin != "" && sh.Origin != ev.Origin {
+		return nil, fmt.Errorf("the shipped marker names ledger %q, the checkpoints %q", sh.Origin, ev.Origin)
+	}
+	var cp *Checkpoint
+	for _, c := range cps {
+		if uint64(c.Size) == sh.Seq {
+			cp = c
+		}
+	}
+	if cp == nil {
+		return nil, nil // no signed tree to hold it to
+	}
+	if cp.Root != sh.Root {
+		return nil, fmt.Errorf("the shipped marker's root for %d records is not the checkpoint's", sh.Seq)
+	}
+	if res.Records == 0 {
+		return sh, nil
+	}
+	if res.FirstSeq != sh.Seq+1 || res.StartPrev != sh.Last || tc.noStart {
+		return nil, nil
+	}
+	return sh, nil
 }
 
 // boundaryFrontier finds the tree of the seq-1 records before a file that

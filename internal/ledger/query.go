@@ -16,6 +16,11 @@ type Filter struct {
 	Until   time.Time // records before Until
 }
 
+// Match reports whether f selects r: the one definition of a match, for
+// every reader of records (the files here, the fleet's database in
+// internal/ledgerdb).
+func (f Filter) Match(r *Record) bool { return f.match(r) }
+
 func (f Filter) match(r *Record) bool {
 	return (f.Subject == "" || r.Subject == f.Subject) &&
 		(f.Vendor == "" || r.Vendor == f.Vendor) &&

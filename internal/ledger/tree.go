@@ -110,3 +110,28 @@ func (f *frontier) root() tlog.Hash {
 	}
 	return r
 }
+
+// Tree is the records' Merkle tree in the compact form the writer keeps
+// (see frontier), for verifiers of a copy of the records held elsewhere —
+// the fleet's database (internal/ledgerdb) recomputes every shipped
+// checkpoint's root with it. The zero Tree is the tree of no records.
+type Tree struct{ f frontier }
+
+// NewTree continues the tree of size records from its frontier (the
+// Frontier of the LogEntry of that size).
+func NewTree(size int64, hashes []tlog.Hash) (*Tree, error) {
+	f, err := newFrontier(size, hashes)
+	if err != nil {
+		return nil, err
+	}
+	return &Tree{f}, nil
+}
+
+// Add appends the record whose line (without its newline) is line.
+func (t *Tree) Add(line []byte) { t.f.add(leafHash(line), nil) }
+
+// Size is the number of records in the tree.
+func (t *Tree) Size() int64 { return t.f.n }
+
+// Root is the tree hash a checkpoint of Size records signs.
+func (t *Tree) Root() tlog.Hash { return t.f.root() }

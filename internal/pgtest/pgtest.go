@@ -33,15 +33,16 @@ type Server struct {
 	// DSN connects as the superuser "pare" to database "postgres".
 	DSN string
 
-	t      testing.TB
-	bin    string
-	dir    string
-	port   int
-	cred   *syscall.Credential
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
-	log    *os.File
+	t        testing.TB
+	settings []string // more -c settings for the server
+	bin      string
+	dir      string
+	port     int
+	cred     *syscall.Credential
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	log      *os.File
 }
 
 // binDir finds initdb and postgres: on PATH, else in Debian's
@@ -68,8 +69,9 @@ func version(binDir string) int {
 }
 
 // Start initializes and starts a server, stopped and removed at the end of
-// the test.
-func Start(t testing.TB) *Server {
+// the test. settings are more server settings ("fsync=on",
+// "max_connections=100"), applied after the defaults below.
+func Start(t testing.TB, settings ...string) *Server {
 	t.Helper()
 	bin, err := binDir()
 	if err != nil {
@@ -85,7 +87,7 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{t: t, bin: bin, dir: dir}
+	s := &Server{t: t, bin: bin, dir: dir, settings: settings}
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
@@ -149,9 +151,13 @@ func (s *Server) start() {
 	// The server runs as a child of the test (killed with it), not through
 	// pg_ctl's daemon: a test that dies leaves no server behind. fsync off:
 	// durability of a throwaway database is not under test.
-	cmd := s.command(filepath.Join(s.bin, "postgres"), "-D", filepath.Join(s.dir, "data"),
+	args := []string{"-D", filepath.Join(s.dir, "data"),
 		"-p", strconv.Itoa(s.port), "-c", "listen_addresses=127.0.0.1",
-		"-c", "unix_socket_directories="+s.dir, "-c", "fsync=off", "-c", "max_connections=50")
+		"-c", "unix_socket_directories=" + s.dir, "-c", "fsync=off", "-c", "max_connections=50"}
+	for _, kv := range s.settings {
+		args = append(args, "-c", kv)
+	}
+	cmd := s.command(filepath.Join(s.bin, "postgres"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start postgres: %v", err)
