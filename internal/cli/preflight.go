@@ -109,9 +109,11 @@ func (c *Config) preflight(ctx context.Context, log *slog.Logger) (*prepared, er
 			}
 		}
 	}
-	if c.ConsentsDSN != "" {
-		if _, err := pgx.ParseConfig(c.ConsentsDSN); err != nil {
-			errs = append(errs, fmt.Errorf("consents_dsn: %w", err))
+	for _, d := range []struct{ key, dsn string }{{"consents_dsn", c.ConsentsDSN}, {"ledger_sink", c.LedgerSink}} {
+		if d.dsn != "" {
+			if _, err := pgx.ParseConfig(d.dsn); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", d.key, err))
+			}
 		}
 	}
 	for _, r := range c.Resolve {
