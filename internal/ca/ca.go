@@ -217,8 +217,10 @@ func load(certFile, keyFile string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
 	}
-	if st, err := os.Stat(keyFile); err == nil && st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("ca: %s is readable by others (mode %v): chmod 600 it", keyFile, st.Mode().Perm())
+	if st, err := os.Stat(keyFile); err == nil {
+		if err := checkKeyMode(keyFile, st); err != nil {
+			return nil, err
+		}
 	}
 	keyPEM, err := os.ReadFile(keyFile)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -153,6 +154,67 @@ func TestOpenErrors(t *testing.T) {
 	os.WriteFile(filepath.Join(leafOnly, "junk.key"), []byte("not pem"), 0o600)
 	if _, err := Open(Options{CertFile: filepath.Join(leafOnly, "junk.crt"), KeyFile: filepath.Join(leafOnly, "junk.key")}); err == nil {
 		t.Error("garbage CA files accepted")
+	}
+}
+
+// TestKeyMode: a supplied key readable by anyone but its owner is refused,
+// except group read on a key owned by root — what Kubernetes makes of a
+// Secret mounted for a non-root container with fsGroup (mode|0440, owner
+// root), the only way such a container can read it.
+func TestKeyMode(t *testing.T) {
+	src := t.TempDir()
+	if err := Generate(src, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	certPEM, _ := os.ReadFile(filepath.Join(src, CertFile))
+	keyPEM, _ := os.ReadFile(filepath.Join(src, KeyFile))
+	root := os.Getuid() == 0
+	tests := []struct {
+		mode      os.FileMode
+		rootOwned bool
+		ok        bool
+	}{
+		{0o600, false, true},
+		{0o400, false, true},
+		{0o640, false, false}, // the process's own user left it group-readable
+		{0o644, false, false},
+		{0o600, true, true},
+		{0o640, true, true}, // a Secret with defaultMode 0600 and fsGroup
+		{0o440, true, true}, // ... with defaultMode 0400
+		{0o660, true, false},
+		{0o650, true, false},
+		{0o644, true, false},
+		{0o604, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%v root-owned=%v", tt.mode, tt.rootOwned), func(t *testing.T) {
+			if tt.rootOwned != root && !root {
+				t.Skip("needs root to own the file as root")
+			}
+			dir := t.TempDir()
+			cert, key := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
+			if err := os.WriteFile(cert, certPEM, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(key, keyPEM, tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(key, tt.mode); err != nil { // past the umask
+				t.Fatal(err)
+			}
+			if root && !tt.rootOwned {
+				if err := os.Chown(key, 65532, 65532); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := Open(Options{CertFile: cert, KeyFile: key})
+			if tt.ok && err != nil {
+				t.Errorf("refused: %v", err)
+			}
+			if !tt.ok && (err == nil || !strings.Contains(err.Error(), "readable by others")) {
+				t.Errorf("accepted, or refused for another reason: %v", err)
+			}
+		})
 	}
 }
 
