@@ -72,15 +72,20 @@ func (c *Config) preflight(ctx context.Context, log *slog.Logger) (*prepared, er
 			}
 		}
 	}
-	for _, f := range []struct{ key, path string }{{"ledger_key", c.LedgerKey}, {"ledger_checkpoint", c.LedgerCheckpoint}} {
-		if f.path != "" {
-			if err := canCreate(f.path, false); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", f.key, err))
-			}
+	if c.LedgerCheckpoint != "" {
+		if err := canCreate(c.LedgerCheckpoint, false); err != nil {
+			errs = append(errs, fmt.Errorf("ledger_checkpoint: %w", err))
 		}
 	}
+	// An existing signing key is only read: it may sit on a read-only mount
+	// (a Kubernetes Secret). A missing one is created, so its directory
+	// must take it.
 	if c.LedgerKey != "" {
-		if _, _, err := ledger.ReadKeyFile(c.LedgerKey); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		_, _, err := ledger.ReadKeyFile(c.LedgerKey)
+		if errors.Is(err, fs.ErrNotExist) {
+			err = canCreate(c.LedgerKey, false)
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("ledger_key: %w", err))
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pare-dev/pare/internal/ledger"
 )
 
 // TestCheckConfigAgreesWithServe: every config `serve` refuses before it
@@ -35,6 +37,24 @@ func TestCheckConfigAgreesWithServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	notDir := write("file", "")
+	// A signing key on a read-only mount, as a Kubernetes Secret gives it:
+	// read, never written.
+	skey, _, err := ledger.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	roDir := filepath.Join(dir, "secret")
+	if err := os.Mkdir(roDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	roKey := filepath.Join(roDir, "ledger.key")
+	if err := os.WriteFile(roKey, []byte(skey+"\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(roDir, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(roDir, 0o700) })
 	// Each case's keys replace or join these, which alone are valid.
 	base := map[string]string{"listen": "127.0.0.1:0", "admin": "127.0.0.1:0", "ledger": filepath.Join(ledgerDir, "l.jsonl"),
 		"state_dir": filepath.Join(dir, "state")}
@@ -67,6 +87,8 @@ func TestCheckConfigAgreesWithServe(t *testing.T) {
 		{"state dir parent missing", "state_dir: " + filepath.Join(dir, "nope", "state") + "\n", "state_dir"},
 		{"witness under a missing directory", "ledger_checkpoint: " + filepath.Join(dir, "nope", "cp") + "\n", "ledger_checkpoint"},
 		{"ledger key not a key", "ledger_key: " + notPEM + "\n", "ledger_key"},
+		{"ledger key read-only", "ledger_key: " + roKey + "\n", ""},
+		{"ledger key to create under a missing directory", "ledger_key: " + filepath.Join(dir, "nope", "ledger.key") + "\n", "ledger_key"},
 		{"supplied CA not PEM", "ca_cert: " + notPEM + "\nca_key: " + short + "\n", "ca_cert"},
 		{"transparent port not a number", "transparent: 127.0.0.1:tls\n", "transparent:"},
 		{"consents dsn unparsable", "consents_dsn: \"postgres://a b@:x\"\n", "consents_dsn"},
