@@ -112,6 +112,10 @@ type renderCase struct {
 	name   string
 	parent bool     // render testdata/parent, which depends on pare
 	values []string // files under testdata/values
+	// leavesRestricted: the values ask for the transparent mode's iptables
+	// redirect, whose init containers the restricted Pod Security Standard
+	// forbids (and only they may break it).
+	leavesRestricted bool
 }
 
 var renderCases = []renderCase{
@@ -120,6 +124,10 @@ var renderCases = []renderCase{
 	{name: "networkpolicy", values: []string{"networkpolicy.yaml"}},
 	{name: "custom-policies", values: []string{"custom-policies.yaml"}},
 	{name: "parent", parent: true},
+	{name: "dropin", values: []string{"dropin.yaml"}},
+	{name: "envoy", values: []string{"envoy.yaml"}},
+	{name: "fleet", values: []string{"fleet.yaml"}},
+	{name: "transparent", values: []string{"transparent.yaml"}, leavesRestricted: true},
 }
 
 func (rc renderCase) args(t *testing.T) (chart string, values []string) {
@@ -153,7 +161,7 @@ func TestChart(t *testing.T) {
 					t.Errorf("Kubernetes schema: %v", err)
 				}
 			}
-			checkPods(t, objs)
+			checkPods(t, objs, rc.leavesRestricted)
 		})
 	}
 }
@@ -203,7 +211,7 @@ func TestChartAlias(t *testing.T) {
 	if len(ofKind(objs, "Deployment")) != 1 || len(ofKind(objs, "Job")) != 1 {
 		t.Fatalf("want the app's Deployment and Job:\n%s", rendered)
 	}
-	checkPods(t, objs)
+	checkPods(t, objs, false)
 }
 
 // TestNamedTemplatesWithoutPare: including a named template from a chart
@@ -254,7 +262,7 @@ func TestValuesSchema(t *testing.T) {
 		{[]string{"metricsPort=70000"}, "/metricsPort"},
 		{[]string{"logLevel=verbose"}, "/logLevel"},
 		{[]string{"logFormat=xml"}, "/logFormat"},
-		{[]string{"mode=envoy"}, "/mode"},
+		{[]string{"mode=envoi"}, "/mode"},
 		{[]string{"resources.limits.memory=lots"}, "/resources/limits/memory"},
 		{[]string{"networkPolicy.enabled=yes"}, "/networkPolicy/enabled"},
 		{[]string{"maxBody=10 megs"}, "/maxBody"},
@@ -264,6 +272,50 @@ func TestValuesSchema(t *testing.T) {
 		{[]string{"noProxy={a,b c}"}, "/noProxy"},
 		{[]string{"adminPort=15090"}, "must differ"},
 		{[]string{"consent.url=http://c.svc", "consent.configMap=c"}, "exclusive"},
+		{[]string{"consent.url=http://c.svc", "consent.dsn=postgres://pare@db/c"}, "exclusive"},
+
+		// Drop-in and transparent modes.
+		{[]string{"dropIn.enabled=yes"}, "/dropIn/enabled"},
+		{[]string{"dropIn.caSecret.name=Pare_CA"}, "/dropIn/caSecret/name"},
+		{[]string{"dropIn.trustEnv={SSL_CERT_DIR}"}, "/dropIn/trustEnv"},
+		{[]string{"dropIn.passthrough={https://status.example}"}, "/dropIn/passthrough"},
+		{[]string{"dropIn.transparent.redirect=cni"}, "/dropIn/transparent/redirect"},
+		{[]string{"dropIn.transparent.iptables.excludeCIDRs={fc00::/7}"}, "/dropIn/transparent/iptables/excludeCIDRs"},
+		{[]string{"dropIn.trustBundle.configMap=bundle"}, "needs dropIn.caSecret"},
+		{[]string{"dropIn.enabled=false", "dropIn.caSecret.name=ca"}, "need dropIn.enabled"},
+		{[]string{"dropIn.transparent.enabled=true", "dropIn.transparent.redirect=iptables"}, "needs dropIn.transparent.iptables.image"},
+		{[]string{"dropIn.transparent.enabled=true", "dropIn.transparent.port=15001"}, "must differ"},
+
+		// Bundles.
+		{[]string{"policies.bundle.url=ftp://bundles/b.tar.gz"}, "/policies/bundle/url"},
+		{[]string{"policies.bundle.url=https://bundles/b.tar.gz"}, "needs policies.bundle.keys"},
+		{[]string{"policies.bundle.url=https://bundles/b.tar.gz", "policies.bundle.keys.configMap=k", "policies.bundle.keys.secret=k"}, "exclusive"},
+		{[]string{"policies.bundle.url=https://bundles/b.tar.gz", "policies.bundle.keys.configMap=k", "policies.configMap=p"}, "exclusive"},
+		{[]string{"policies.bundle.keys.configMap=k"}, "policies.bundle.url is empty"},
+		{[]string{"policies.bundle.keys.files={}"}, "/policies/bundle/keys/files"},
+		{[]string{"policies.bundle.longPoll=1 minute"}, "/policies/bundle/longPoll"},
+
+		// PostgreSQL and the ledger as evidence.
+		{[]string{"ledger.sink.dsn=postgres://pare:secret@db/pare"}, "carries a password"},
+		{[]string{"ledger.sink.dsn=host=db user=pare"}, "/ledger/sink/dsn"},
+		{[]string{"ledger.sink.dsn=postgres://pare@db/pare?sslmode=verify-full&password=secret"}, "carries a password"},
+		{[]string{"consent.dsn=mysql://pare@db/c"}, "/consent/dsn"},
+		{[]string{"ledger.sink.retain=forever"}, "/ledger/sink/retain"},
+		{[]string{"postgres.passwordSecret.name=db"}, "neither ledger.sink.dsn nor consent.dsn"},
+		{[]string{"ledger.sink.dsn=postgres://pare@db/pare", "postgres.passwordSecret.name=db", "postgres.passfileSecret.name=db"}, "exclusive"},
+		{[]string{"ledger.existingClaim=ledger", "ledger.witness.existingClaim=ledger"}, "proves nothing"},
+		{[]string{"ledger.keySecret.key=ledger key"}, "/ledger/keySecret/key"},
+
+		// Envoy mode.
+		{[]string{"mode=envoy"}, "needs envoy.image.repository"},
+		{[]string{"mode=envoy", "envoy.image.repository=envoy", "envoy.image.tag=v1.37.0", "dropIn.caSecret.name=ca"}, "for mode proxy"},
+		{[]string{"mode=envoy", "envoy.image.repository=envoy", "envoy.image.tag=v1.37.0",
+			"policies.bundle.url=https://bundles/b.tar.gz", "policies.bundle.keys.configMap=k"}, "takes no policies.bundle"},
+		{[]string{"mode=envoy", "envoy.image.repository=envoy", "envoy.image.tag=v1.37.0", "envoy.xdsPort=15000"}, "must differ"},
+		{[]string{"mode=envoy", "envoy.image.repository=envoy", "envoy.image.tag=v1.37.0", "envoy.runAsUser=65532"}, "Pare's UID"},
+		{[]string{"envoy.runAsUser=0"}, "/envoy/runAsUser"},
+		{[]string{"envoy.logLevel=loud"}, "/envoy/logLevel"},
+		{[]string{"envoy.caFile=ca.pem"}, "/envoy/caFile"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.set, ","), func(t *testing.T) {
