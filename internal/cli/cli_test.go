@@ -16,7 +16,7 @@ func TestHelp(t *testing.T) {
 	for _, c := range commands() {
 		cases = append(cases, []string{c.name, "-h"}, []string{c.name, "--help"})
 	}
-	for _, sub := range []string{"verify", "query", "report"} {
+	for _, sub := range []string{"verify", "query", "report", "keygen"} {
 		cases = append(cases, []string{"ledger", sub, "-h"})
 	}
 	cases = append(cases, []string{"-h"}, []string{"help"})

@@ -29,6 +29,7 @@ Subcommands:
   prove --seq N [--checkpoint FILE|URL] [--pubkey K] [LEDGER]   an inclusion proof of one record (JSON)
   check-proof --pubkey K [PROOF]                         check a proof (stdin when PROOF is - or absent)
   pubkey [--state-dir DIR] [--ledger-key FILE]           print the key that verifies the checkpoints
+  keygen --ledger-key FILE                               make a signing key (for a Secret), print its public key
   migrate --dsn DSN [--months-ahead N]                   create or update the fleet database's schema
 LEDGER is the ledger file (default pare-ledger.jsonl); its rotated files and its
 checkpoint log (LEDGER.checkpoints) are found beside it. verify, query and
@@ -59,10 +60,12 @@ func runLedger(_ context.Context, args []string, stdin io.Reader, stdout, stderr
 		return ledgerCheckProof(args[1:], stdin, stdout, stderr)
 	case "pubkey":
 		return ledgerPubkey(args[1:], stdout, stderr)
+	case "keygen":
+		return ledgerKeygen(args[1:], stdout, stderr)
 	case "migrate":
 		return ledgerMigrate(args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "proxy ledger: unknown subcommand %q (verify, query, report, prove, check-proof, pubkey, migrate)\n", args[0])
+	fmt.Fprintf(stderr, "proxy ledger: unknown subcommand %q (verify, query, report, prove, check-proof, pubkey, keygen, migrate)\n", args[0])
 	return exitUsage
 }
 
@@ -571,6 +574,35 @@ func ledgerPubkey(args []string, stdout, stderr io.Writer) int {
 		} else {
 			fmt.Fprintln(stderr, "proxy ledger pubkey:", err)
 		}
+		return exitUsage
+	}
+	fmt.Fprintln(stdout, vkey)
+	return exitOK
+}
+
+// ledgerKeygen makes a signing key outside any sidecar, for a key kept in a
+// Kubernetes Secret (the chart's ledger.keySecret) rather than generated on
+// the ledger's volume. It never replaces a key: a key that signed
+// checkpoints is what an auditor verifies them with.
+func ledgerKeygen(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ledger keygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var path string
+	fs.StringVar(&path, "ledger-key", "", "the file to create (mode 0600); the public key goes to stdout")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if path == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "proxy ledger keygen: want --ledger-key FILE and no arguments")
+		return exitUsage
+	}
+	_, vkey, created, err := ledger.LoadOrCreateKey(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "proxy ledger keygen:", err)
+		return exitUsage
+	}
+	if !created {
+		fmt.Fprintf(stderr, "proxy ledger keygen: %s exists: refusing to replace a signing key (its public key: %s)\n", path, vkey)
 		return exitUsage
 	}
 	fmt.Fprintln(stdout, vkey)
