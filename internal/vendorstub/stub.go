@@ -30,9 +30,12 @@ type Received struct {
 	Host     string
 	Path     string
 	RawQuery string
-	Header   http.Header
-	Body     []byte
-	TLS      bool
+	// RequestURI is the request target as it arrived, still
+	// percent-encoded: what the vendor's own router reads.
+	RequestURI string
+	Header     http.Header
+	Body       []byte
+	TLS        bool
 }
 
 // Stub is a running vendor stand-in.
@@ -78,7 +81,7 @@ func (s *Stub) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	s.mu.Lock()
 	s.received = append(s.received, Received{
-		Method: r.Method, Host: r.Host, Path: r.URL.Path, RawQuery: r.URL.RawQuery,
+		Method: r.Method, Host: r.Host, Path: r.URL.Path, RawQuery: r.URL.RawQuery, RequestURI: r.RequestURI,
 		Header: r.Header.Clone(), Body: body, TLS: r.TLS != nil,
 	})
 	respond := s.Respond
