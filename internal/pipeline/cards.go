@@ -17,9 +17,11 @@ import (
 // the body they write; the rest of a request is guarded here, with the
 // decision's guard (engine.Decision.CardGuard) unless it is "allow":
 //
-//   - every decoded segment of the URL path: a card number there is
-//     refused, never redacted (rewriting a path would address another
-//     resource than the one the policy decided on);
+//   - the decoded URL path, as one value: a card number there is refused,
+//     never redacted (rewriting a path would address another resource than
+//     the one the policy decided on). Whole, not segment by segment: "/" is
+//     a separator people write card numbers with ("4111/1111/1111/1111"),
+//     and a "**" route takes it across segments;
 //   - every header value sent: refused, or redacted;
 //   - opaque bodies: scanned whole when in memory, or as they stream to the
 //     vendor (a window carried across reads, never the body buffered), and
@@ -30,15 +32,14 @@ import (
 //
 // The query string is guarded by filters.Query, which writes it.
 
-// guardPath refuses a path with a card number in any segment.
+// guardPath refuses a path with a card number anywhere in it, within a
+// segment or across segments.
 func guardPath(d *engine.Decision, path string) error {
 	if d.CardGuard() == filters.CardsAllow {
 		return nil
 	}
-	for _, seg := range strings.Split(path, "/") {
-		if start, _ := filters.CardIndexString(seg); start >= 0 {
-			return d.CardRefusal("the URL path", filters.ErrCardNumber)
-		}
+	if start, _ := filters.CardIndexString(path); start >= 0 {
+		return d.CardRefusal("the URL path", filters.ErrCardNumber)
 	}
 	return nil
 }
