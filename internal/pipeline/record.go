@@ -71,8 +71,9 @@ func (x *Exchange) record(kind, outcome string, status int) *ledger.Record {
 	}
 	if kind == ledger.KindDisclosure {
 		// Each list in the contracts' words, each name once (names.go).
-		sent, removed := names{v: v, seen: map[string]bool{}}, names{v: v, seen: map[string]bool{}}
-		tr, cards := names{v: v, seen: map[string]bool{}}, names{v: v, seen: map[string]bool{}}
+		budget := maxListedBytes
+		sent, removed := names{v: v, seen: map[string]bool{}, budget: &budget}, names{v: v, seen: map[string]bool{}, budget: &budget}
+		tr, cards := names{v: v, seen: map[string]bool{}, budget: &budget}, names{v: v, seen: map[string]bool{}, budget: &budget}
 		for i, rep := range x.reports {
 			if rep == nil {
 				continue
