@@ -421,7 +421,8 @@ func (x *Exchange) Durable(ctx context.Context) error {
 	// The request may have reached the vendor: this log line is the record
 	// of last resort an operator reconciles the ledger with.
 	x.p.log.Error("ledger: a disclosure may have left without a durable record",
-		"decision_id", x.id, "vendor", x.decision.Vendor, "host", x.in.Host, "path", x.in.Path,
+		"decision_id", x.id, "vendor", x.decision.Vendor, "host", x.in.Host,
+		"path", x.recordedPath(x.p.vocab.of(x.policy)), "path_hash", PathHash(x.p.pathKey, x.in.Path),
 		"purpose", x.in.Purpose, "err", err)
 	return &engine.Error{Code: engine.CodeLedgerError, Reason: "the disclosure record could not be made durable, so the vendor's answer is withheld", Err: err}
 }
