@@ -1,8 +1,14 @@
 package e2e
 
 import (
+	"bytes"
+	"crypto/tls"
+	"encoding/binary"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Findings of the adversarial review (the app as the attacker: it controls
@@ -79,4 +85,106 @@ func TestFindingLogsCarryNoPayloadValues(t *testing.T) {
 	if t.Failed() {
 		t.Logf("logs:\n%s", logs)
 	}
+}
+
+// Finding 6: one app connection makes Pare hold far more than its HTTP/2
+// windows. Inside a tunnel, HPACK lets a header block refer to a 4 KB
+// entry of its dynamic table again and again: 15 references, 20 bytes on
+// the wire, are a 60 KB header list that Pare decodes and holds for as
+// long as the request lasts (here the 5 s grace of the minimum body rate;
+// a slow vendor holds it up to --upstream-timeout). 100 streams per
+// connection, --max-conns 4096 connections: about 25 GiB for ~70 MB sent.
+// The limits table promises 64 KiB per stream and 1 MiB per connection of
+// buffering; nothing bounds the headers of all requests as
+// --max-body-memory bounds their bodies.
+func TestFindingHTTP2HeaderMemory(t *testing.T) {
+	t.Parallel()
+	p := startProxy(t, proxyConfig{Service: "support"})
+	heap := func() float64 {
+		_, m := p.adminGet(t, "/metrics")
+		return metricValue(m, "go_memstats_heap_inuse_bytes")
+	}
+	before := heap()
+	const conns, streams = 20, 100
+	sent := 0
+	for range conns {
+		sent += floodHeaders(t, p, streams)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		_, m := p.adminGet(t, "/metrics")
+		if metricValue(m, "pare_egress_requests_in_flight") >= conns*streams {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	grown := heap() - before
+	t.Logf("%d connections sent %d bytes of headers; Pare's heap grew by %.0f MiB", conns, sent, grown/(1<<20))
+	if limit := float64(conns * 2 << 20); grown > limit {
+		t.Errorf("%d app connections made Pare hold %.0f MiB of heap, over %.0f MiB (2 MiB a connection: its 1 MiB of HTTP/2 windows, and as much again)",
+			conns, grown/(1<<20), limit/(1<<20))
+	}
+}
+
+// floodHeaders opens a tunnel to Zendesk, speaks HTTP/2 in it by hand and
+// starts n requests whose bodies never come, each with a 60 KB header list
+// made of references to one 4 KB dynamic-table entry. It returns the bytes
+// sent.
+func floodHeaders(t *testing.T, p *proxyProc, n int) int {
+	t.Helper()
+	raw, resp := rawConnect(t, p.Egress, hostZendesk+":443")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT: %s", resp.Status)
+	}
+	_ = raw.SetReadDeadline(time.Time{})
+	tc := tls.Client(raw, &tls.Config{RootCAs: p.caPool(t), ServerName: hostZendesk, NextProtos: []string{"h2"}})
+	if err := tc.Handshake(); err != nil || tc.ConnectionState().NegotiatedProtocol != "h2" {
+		t.Fatalf("TLS in the tunnel: %v (ALPN %q)", err, tc.ConnectionState().NegotiatedProtocol)
+	}
+	go func() { _, _ = io.Copy(io.Discard, tc) }()
+	var out bytes.Buffer
+	out.WriteString("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	out.Write(h2Frame(0x4, 0, 0, nil)) // SETTINGS
+	out.Write(h2Frame(0x4, 1, 0, nil)) // SETTINGS ACK of the server's
+	for s := range n {
+		blk := []byte{0x83, 0x87} // :method POST, :scheme https
+		blk = hpackString(append(blk, 0x04), "/api/v2/tickets.json")
+		blk = hpackString(append(blk, 0x01), hostZendesk)
+		blk = hpackString(hpackString(append(blk, 0x00), "content-type"), "application/json")
+		blk = hpackString(hpackString(append(blk, 0x00), "x-data-purpose"), "support")
+		refs := 15
+		if s == 0 { // the 4 KB entry, added to the dynamic table (index 62)
+			blk = hpackString(hpackString(append(blk, 0x40), "x-pad"), strings.Repeat("a", 4000))
+			refs--
+		}
+		for range refs {
+			blk = append(blk, 0x80|62)
+		}
+		out.Write(h2Frame(0x1, 0x4, uint32(2*s+1), blk)) // HEADERS, END_HEADERS, no END_STREAM
+	}
+	if _, err := tc.Write(out.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	return out.Len()
+}
+
+func h2Frame(typ, flags byte, stream uint32, payload []byte) []byte {
+	h := []byte{byte(len(payload) >> 16), byte(len(payload) >> 8), byte(len(payload)), typ, flags, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(h[5:], stream)
+	return append(h, payload...)
+}
+
+// hpackString appends an HPACK string literal (no Huffman coding).
+func hpackString(b []byte, s string) []byte {
+	v := len(s)
+	if v < 127 {
+		b = append(b, byte(v))
+	} else {
+		b = append(b, 127)
+		for v -= 127; v >= 128; v >>= 7 {
+			b = append(b, byte(v&127|128))
+		}
+		b = append(b, byte(v))
+	}
+	return append(b, s...)
 }
