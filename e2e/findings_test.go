@@ -188,3 +188,23 @@ func hpackString(b []byte, s string) []byte {
 	}
 	return append(b, s...)
 }
+
+// Finding 7: dry run sends the app's own headers, and the check that
+// keeps card numbers out of a dry-run original scans header values only.
+// A card number in a header's name — any name, in dry run — reaches a
+// vendor that may not receive card data ("card data reaches a vendor not
+// entitled to it in no mode").
+func TestFindingDryRunCardInHeaderName(t *testing.T) {
+	t.Parallel()
+	p := startProxy(t, proxyConfig{Args: []string{"--dry-run"}, Consents: consentsFile(t)})
+	body := []byte(`{"email":"attendee@example.org","first_name":"Jan","last_name":"Zielinski"}`)
+	p.Stub.Reset()
+	resp := p.do(t, attendeeRequest(t, "event_registration", "u-123", body).with("X-Ref-4111-1111-1111-1111", "1"))
+	for _, got := range p.Stub.Received() {
+		for name := range got.Header {
+			if strings.Contains(name, "4111") {
+				t.Errorf("Eventbrite received the header %q (status to the app %d)", name, resp.Status)
+			}
+		}
+	}
+}
