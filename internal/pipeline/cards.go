@@ -91,8 +91,9 @@ var everything = func() *filters.Mask {
 	return m
 }()
 
-// originalHasCard reports whether the app's own query, headers or body —
-// what dry run would send — hold a card number.
+// originalHasCard reports whether the app's own query (names and values),
+// headers (names and values) or body — what dry run would send — hold a
+// card number.
 func originalHasCard(contentType, rawQuery string, h http.Header, body []byte) bool {
 	if rawQuery != "" {
 		if q, err := url.ParseQuery(rawQuery); err != nil {
@@ -110,7 +111,12 @@ func originalHasCard(contentType, rawQuery string, h http.Header, body []byte) b
 			}
 		}
 	}
-	for _, vs := range h {
+	for name, vs := range h {
+		// Dry run sends every name the app chose, not only the ones a
+		// contract lists: the names are scanned as the values are.
+		if s, _ := filters.CardIndexString(name); s >= 0 {
+			return true
+		}
 		for _, v := range vs {
 			if s, _ := filters.CardIndexString(v); s >= 0 {
 				return true
