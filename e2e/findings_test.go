@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"encoding/binary"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -205,6 +208,59 @@ func TestFindingDryRunCardInHeaderName(t *testing.T) {
 			if strings.Contains(name, "4111") {
 				t.Errorf("Eventbrite received the header %q (status to the app %d)", name, resp.Status)
 			}
+		}
+	}
+}
+
+// Finding 8: an upload streamed without a declared length (chunked, or
+// HTTP/2 without content-length) is recorded as 0 bytes in and out, in the
+// disclosure and in the outcome, however much left; and an app that
+// breaks off its upload half-way is recorded as "vendor_unreachable" (502),
+// which blames a vendor that was reached and sent the partial body.
+func TestFindingStreamedUploadRecord(t *testing.T) {
+	t.Parallel()
+	p := startProxy(t, proxyConfig{})
+	head := fmt.Sprintf("PUT http://%[1]s/recordings/2026/%%s.mp4 HTTP/1.1\r\nHost: %[1]s\r\nContent-Type: video/mp4\r\n"+
+		"X-Data-Purpose: hosting\r\nTransfer-Encoding: chunked\r\n\r\n", hostHosting)
+	chunk := fmt.Sprintf("4000\r\n%s\r\n", bytes.Repeat([]byte("v"), 0x4000))
+	// A whole upload of 5 chunks.
+	c, err := net.Dial("tcp", p.Egress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, head, "whole")
+	fmt.Fprint(c, strings.Repeat(chunk, 5)+"0\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	whole := decisionID(t, response{Status: resp.StatusCode, Header: resp.Header})
+	// An upload broken off after 5 chunks.
+	c2, err := net.Dial("tcp", p.Egress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c2, head, "broken")
+	fmt.Fprint(c2, strings.Repeat(chunk, 5))
+	time.Sleep(300 * time.Millisecond)
+	c2.Close()
+	recs := waitLedger(t, p.Ledger, func(rs []ledgerRecord) bool {
+		n := 0
+		for _, r := range rs {
+			if r.Kind == "outcome" {
+				n++
+			}
+		}
+		return n >= 2
+	})
+	for _, r := range recs {
+		switch {
+		case r.DecisionID == whole && r.Kind == "outcome" && (r.BytesIn != 5*0x4000 || r.BytesOut != 5*0x4000):
+			t.Errorf("a whole upload of %d bytes: outcome record says %d bytes in, %d out", 5*0x4000, r.BytesIn, r.BytesOut)
+		case r.DecisionID != whole && r.Kind == "outcome" && r.Outcome == "vendor_unreachable":
+			t.Errorf("an upload the app broke off is recorded as %s (%d): the vendor was reached", r.Outcome, r.Status)
 		}
 	}
 }
