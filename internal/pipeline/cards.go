@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/pare-dev/pare/filters"
 	"github.com/pare-dev/pare/internal/engine"
@@ -163,16 +164,23 @@ func sentContentType(contentType string) string {
 // bytes pass as soon as they cannot be part of a card number, and a card
 // number ends the body with an error (the transport then aborts the
 // upstream request; the vendor sees a truncated body without the number).
-// It also enforces the body limit while streaming.
+// It also enforces the body limit while streaming, and counts what passed.
 type scanReader struct {
-	src   io.Reader
-	cw    *filters.CardWriter // nil under CardsAllow
-	buf   chunkBuffer
-	read  int64
-	max   int64
-	err   error
-	found error // the card refusal, kept for the exchange
-	tmp   []byte
+	src  io.Reader
+	cw   *filters.CardWriter // nil under CardsAllow
+	buf  chunkBuffer
+	read int64 // bytes read from the app
+	max  int64
+	err  error // why the body ended (io.EOF: whole); nil while it streams
+	card error // the card refusal that ended it
+	tmp  []byte
+
+	// The transport reads the body in its own goroutine, and may still be
+	// reading when RoundTrip returns (a vendor that answers early): the
+	// exchange reads what became of the stream through outcome.
+	mu         sync.Mutex
+	end, found error
+	in, out    int64
 }
 
 // chunkBuffer is what the CardWriter released and the transport has not
@@ -182,6 +190,28 @@ type chunkBuffer struct{ b []byte }
 func (c *chunkBuffer) Write(p []byte) (int, error) { c.b = append(c.b, p...); return len(p), nil }
 
 func (r *scanReader) Read(p []byte) (int, error) {
+	n, err := r.next(p)
+	r.mu.Lock()
+	r.end, r.found, r.in, r.out = r.err, r.card, r.read, r.out+int64(n)
+	r.mu.Unlock()
+	return n, err
+}
+
+// streamOutcome is what became of a stream so far.
+type streamOutcome struct {
+	found error // the card refusal that cut it
+	end   error // what ended it: io.EOF when it was read whole, nil while it streams
+	in    int64 // bytes read from the app
+	out   int64 // bytes handed to the vendor
+}
+
+func (r *scanReader) outcome() streamOutcome {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return streamOutcome{found: r.found, end: r.end, in: r.in, out: r.out}
+}
+
+func (r *scanReader) next(p []byte) (int, error) {
 	for len(r.buf.b) == 0 && r.err == nil {
 		n, err := r.src.Read(r.tmp)
 		r.read += int64(n)
@@ -193,14 +223,14 @@ func (r *scanReader) Read(p []byte) (int, error) {
 			r.buf.b = append(r.buf.b, r.tmp[:n]...)
 		} else if n > 0 {
 			if _, werr := r.cw.Write(r.tmp[:n]); werr != nil {
-				r.err, r.found = werr, werr
+				r.err, r.card = werr, werr
 				break
 			}
 		}
 		if err == io.EOF {
 			if r.cw != nil {
 				if cerr := r.cw.Close(); cerr != nil {
-					r.err, r.found = cerr, cerr
+					r.err, r.card = cerr, cerr
 					break
 				}
 			}
