@@ -31,9 +31,12 @@ type Received struct {
 	Host     string
 	Path     string
 	RawQuery string
-	Header   http.Header
-	Body     []byte
-	TLS      bool
+	// RequestURI is the request target as it arrived, still
+	// percent-encoded: what the vendor's own router reads.
+	RequestURI string
+	Header     http.Header
+	Body       []byte
+	TLS        bool
 	// Aborted says the body ended in an error: the sender broke the
 	// upload off (as Pare does when its card guard finds a number in a
 	// streamed body), so Body is only what arrived before.
@@ -86,7 +89,7 @@ func (s *Stub) serve(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	s.mu.Lock()
 	s.received = append(s.received, Received{
-		Method: r.Method, Host: r.Host, Path: r.URL.Path, RawQuery: r.URL.RawQuery,
+		Method: r.Method, Host: r.Host, Path: r.URL.Path, RawQuery: r.URL.RawQuery, RequestURI: r.RequestURI,
 		Header: r.Header.Clone(), Body: body, TLS: r.TLS != nil, Aborted: err != nil,
 	})
 	respond := s.Respond
