@@ -113,13 +113,23 @@ func TestFindingHTTP2HeaderMemory(t *testing.T) {
 	for range conns {
 		sent += floodHeaders(t, p, streams)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	// Every stream is either held in flight or refused at once as
+	// overloaded (the connection's header budget): wait until all are
+	// accounted for, so the heap is measured with everything admitted.
+	var inFlight, overloaded float64
+	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		_, m := p.adminGet(t, "/metrics")
-		if metricValue(m, "pare_egress_requests_in_flight") >= conns*streams {
+		inFlight = metricValue(m, "pare_egress_requests_in_flight")
+		overloaded = metricValue(m, "pare_egress_requests_total", `outcome="overloaded"`)
+		if inFlight+overloaded >= conns*streams {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("%.0f streams in flight, %.0f refused as overloaded", inFlight, overloaded)
+	if inFlight+overloaded < conns*streams {
+		t.Errorf("of %d streams, %.0f are in flight and %.0f refused: the rest are unaccounted for", conns*streams, inFlight, overloaded)
 	}
 	grown := heap() - before
 	t.Logf("%d connections sent %d bytes of headers; Pare's heap grew by %.0f MiB", conns, sent, grown/(1<<20))
