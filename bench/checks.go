@@ -41,7 +41,12 @@ func (r *runner) memoryCheck(ctx context.Context, payloads string) (*MemoryCheck
 	if err != nil {
 		return nil, err
 	}
-	w := &ws[len(ws)-1]
+	// By size, not position: the mix is appended after the attendee arrays.
+	i := slices.IndexFunc(ws, func(w Workload) bool { return w.Nominal == 10<<20 })
+	if i < 0 {
+		return nil, errors.New("no 10 MiB attendee array")
+	}
+	w := &ws[i]
 	in := &instanceProcs{}
 	defer func() { r.ps.stop(in.all...) }()
 	if err := r.startRow(ctx, RowPare, in); err != nil {
