@@ -7,9 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -78,7 +76,7 @@ func BenchmarkServeHTTP(b *testing.B) {
 				UpstreamOptions{Resolve: map[string]string{"api.stripe.com:443": stub.Addr}, ExtraCAs: []string{stub.CAFile}})
 			b.ReportAllocs()
 			b.ResetTimer() // the setup above is not the request path
-			cpu0 := processCPU()
+			cpu := reportCPU(b)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					req := httptest.NewRequest("POST", "http://api.stripe.com/v1/payment_intents", bytes.NewReader(body))
@@ -93,17 +91,8 @@ func BenchmarkServeHTTP(b *testing.B) {
 					}
 				}
 			})
-			b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			cpu()
 			b.ReportMetric(float64(led.Stats().Checkpoints), "checkpoints")
 		})
 	}
-}
-
-// processCPU is the process's user and system CPU time so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
