@@ -321,7 +321,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 			res.Tunnel = &TunnelCheck{Err: err.Error()}
 		}
 	}
-	if cfg.Profile > 0 && r.has(RowPare) {
+	if cfg.Profile > 0 {
 		if res.Profile, res.ProfileFile, res.Profiles, err = r.profiles(ctx, ws, cfg.Profile); err != nil {
 			r.logf("profile: %v", err)
 			res.Profile = "profile failed: " + err.Error()
