@@ -58,6 +58,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.ProxyBin, "proxy-bin", "", "Pare binary (default: go build ./cmd/proxy)")
 	fs.StringVar(&cfg.OPABin, "opa-bin", "", "OPA binary (default: built from the version pinned in go.mod, cached)")
 	fs.StringVar(&cfg.Baseline, "baseline", "", "git revision: adds row 9, Pare built from it, beside row 3 (before/after in one run)")
+	fs.StringVar(&cfg.BaselineBin, "baseline-bin", "", "row 9's Pare binary, prebuilt from the --baseline revision")
 	fs.StringVar(&cfg.Policies, "policies", "", "Pare --policies directory; row 4 uses its contracts/ (default: the bundled policies)")
 	fs.Func("only", "comma-separated payload name prefixes to run, e.g. checkout.json,attendees (default: all)", func(v string) error {
 		cfg.Only = append(cfg.Only, strings.Split(v, ",")...)

@@ -26,13 +26,15 @@ type profileRun struct {
 
 // profileRuns are the profiles of a full run: Pare on checkout.json (the
 // one printed whole), on ticket.json (the card guard's share where the
-// contract has it scan: Zendesk redacts), and the two other front ends on
-// checkout.json (what limits each).
+// contract has it scan: Zendesk redacts), the two other front ends on
+// checkout.json (what limits each), and the baseline build when there is
+// one (where a difference to it comes from).
 var profileRuns = []profileRun{
 	{RowPare, "checkout.json"},
 	{RowPare, "ticket.json"},
 	{RowExtProc, "checkout.json"},
 	{RowDropIn, "checkout.json"},
+	{RowBaseline, "checkout.json"},
 }
 
 // CPUGroup is a part of a process's CPU (see CPUGroups).

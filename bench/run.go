@@ -91,6 +91,7 @@ type Config struct {
 	ProxyBin    string   // Pare's binary; built from RepoDir when empty
 	OPABin      string   // OPA's binary; built from the module pinned in go.mod when empty
 	Baseline    string   // a git revision of RepoDir: row 9 runs Pare built from it ("": no row 9)
+	BaselineBin string   // row 9's binary, prebuilt (Baseline then only names it)
 	Policies    string   // Pare's --policies ("": bundled); row 4 loads its contracts/ (default RepoDir/policies)
 	WorkDir     string   // temporary files (default: a new temp dir, removed at the end)
 	LedgerDir   string   // where Pare's ledgers go (default WorkDir)
@@ -379,6 +380,8 @@ func (r *runner) prepare(ctx context.Context) error {
 	if r.has(RowBaseline) {
 		if r.cfg.Baseline == "" {
 			r.rowNA[RowBaseline] = "n/a (no --baseline)"
+		} else if r.cfg.BaselineBin != "" {
+			r.base = r.cfg.BaselineBin
 		} else {
 			r.base = filepath.Join(r.cfg.WorkDir, "proxy-baseline")
 			r.logf("building Pare at %s (row 9)", r.cfg.Baseline)
@@ -782,10 +785,10 @@ func (r *runner) startPareWith(ctx context.Context, bin, sub, stubAddr string, e
 		args = append(args, "--policies", r.cfg.Policies)
 	}
 	args = append(args, extra...)
-	if bin != r.pare {
-		if args, err = r.knownFlags(ctx, bin, sub, args); err != nil {
-			return nil, "", "", err
-		}
+	// Any build may predate a flag: --proxy-bin and --baseline name
+	// other revisions.
+	if args, err = r.knownFlags(ctx, bin, sub, args); err != nil {
+		return nil, "", "", err
 	}
 	if p, _, err = r.ps.start(ctx, "pare", bin, args, false); err != nil {
 		return nil, "", "", err
