@@ -23,7 +23,11 @@ type Options struct {
 	// for a value of one, so a container of small values comes out 33
 	// times its size. Past the bound the call fails with ErrOutputTooLarge.
 	// The output is checked after every member, element and pair, so it
-	// exceeds the bound by at most one of them before the call fails.
+	// exceeds the bound by at most one of them before the call fails. The
+	// check counts what the filter holds, which includes the keys of the
+	// containers it has opened and may still withdraw (copies of input
+	// bytes on the open path): an output up to MaxOutput-len(src) is never
+	// refused, one over MaxOutput always is, one in between may be.
 	MaxOutput int
 }
 
