@@ -317,14 +317,7 @@ func (x *Exchange) Minimize(ctx context.Context) (*Outbound, error) {
 		}
 	}
 	x.bytesIn = int64(len(x.body))
-	var dst []byte
-	if len(x.body) > 0 && d.Body == engine.BodyFilter {
-		// Charged with the body as it was read (bodyCost).
-		b := getBuf(int(filteredCap(int64(len(x.body)))))
-		x.held.add(b)
-		dst = *b
-	}
-	m, err := minimize(dst, d, x.req.Header, x.req.RawQuery, x.body)
+	m, err := x.minimizeCharged(ctx, d)
 	if err != nil {
 		return nil, err
 	}
