@@ -108,7 +108,8 @@ func filteredCap(n int64) int64 { return n + n/8 + 512 }
 // times larger, charged first, up to what a body of --max-body may be
 // charged for its filtered form. A body whose filtered form is larger than
 // that is refused 413 body_too_large: what leaves is bounded as what
-// arrives is, and no request ever holds more than bodyCost(MaxBody).
+// arrives is, and no request ever holds more than bodyCost(MaxBody), nor
+// more than the whole body memory.
 // Rerunning costs a few linear passes, only for such bodies.
 func (x *Exchange) minimizeCharged(ctx context.Context, d *engine.Decision) (*minimized, error) {
 	n := int64(len(x.body))
@@ -117,6 +118,7 @@ func (x *Exchange) minimizeCharged(ctx context.Context, d *engine.Decision) (*mi
 	}
 	limit := filteredCap(n)
 	hard := max(limit, filteredCap(x.p.cfg.MaxBody))
+	bound := fmt.Sprintf("what a body of the limit (%d bytes) may become", x.p.cfg.MaxBody)
 	for {
 		b := getBuf(int(limit))
 		m, err := minimize(*b, d, x.req.Header, x.req.RawQuery, x.body, limit)
@@ -128,12 +130,19 @@ func (x *Exchange) minimizeCharged(ctx context.Context, d *engine.Decision) (*mi
 		if !errors.Is(err, filters.ErrOutputTooLarge) {
 			return nil, err
 		}
+		// A request never holds more than the whole budget: with a
+		// --max-body-memory below what a body of --max-body may cost,
+		// the filtered body is bounded by what the budget leaves.
+		if room := x.p.budget.total - x.chargeOf().n.Load(); limit+room < hard {
+			hard = max(limit, limit+room)
+			bound = fmt.Sprintf("what the body memory (%d bytes) leaves for it", x.p.budget.total)
+		}
 		if limit >= hard {
 			// Err is the filter's sentinel, not err: err is the engine's
 			// refusal for the smaller bound, whose reason this replaces.
 			return nil, &engine.Error{Code: engine.CodeBodyTooLarge, Err: filters.ErrOutputTooLarge, Reason: fmt.Sprintf(
-				"the body filtered for %s would be larger than %d bytes, what a body of the limit (%d bytes) may become: the contract's transforms (64 characters for each hmac value) make it grow",
-				d.Vendor, hard, x.p.cfg.MaxBody)}
+				"the body filtered for %s would be larger than %d bytes, %s: the contract's transforms (64 characters for each hmac value) make it grow",
+				d.Vendor, hard, bound)}
 		}
 		next := min(limit*4, hard)
 		if err := x.chargeOf().grow(ctx, next-limit, x.waitCtx); err != nil {

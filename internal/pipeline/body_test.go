@@ -174,10 +174,14 @@ func TestFilteredGrowthCharged(t *testing.T) {
 	}{
 		{"grows 33 times", 10 << 20, events(64 << 10), ""},
 		{"would outgrow what max-body may become", 1 << 20, events(64 << 10), engine.CodeBodyTooLarge},
+		{"would outgrow the whole body memory", 10 << 20, events(256 << 10), engine.CodeBodyTooLarge},
 		{"ordinary", 10 << 20, []byte(`{"events":[{"type":"webinar.joined","attendee_ref":"att_1"}]}`), ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			p := testPipeline(t, Config{Service: "analytics", MaxBody: tt.maxBody, BodyMemory: 64 << 20})
+			// 4 MiB of body memory: a body of 10 MiB could not be read
+			// whole either; the filtered form of 256 KiB of one-digit
+			// values under hmac would be 8.4 MiB.
+			p := testPipeline(t, Config{Service: "analytics", MaxBody: tt.maxBody, BodyMemory: 4 << 20})
 			p.cfg.Engine.Swap(pol)
 			x := p.Begin(&Request{Method: "POST", Scheme: "http", Host: "ingest.webinar-group.example", Path: "/v1/events",
 				Header: http.Header{"Content-Type": {"application/json"}, "X-Data-Purpose": {"processing"}},
