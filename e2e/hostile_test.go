@@ -6,6 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -42,6 +45,78 @@ func TestSlowSendersDoNotStarve(t *testing.T) {
 	recs := waitLedger(t, p.Ledger, func(rs []ledgerRecord) bool { return len(recordsOf(rs, ref.DecisionID)) > 0 })
 	if r := recordsOf(recs, ref.DecisionID)[0]; r.Kind != "refusal" || r.Outcome != "body_timeout" {
 		t.Errorf("ledger %+v, want a body_timeout refusal", r)
+	}
+}
+
+// hmacLeavesEvents is a usage-event batch whose attendee_ref (an hmac
+// transform in the sister company's contract) is an array of one-digit
+// numbers, about n bytes: each two-byte element leaves as a 67-byte
+// string, 33 times the input.
+func hmacLeavesEvents(n int) []byte {
+	b := []byte(`{"events":[{"type":"webinar.joined","attendee_ref":[0`)
+	for len(b)+4 <= n {
+		b = append(b, ",1"...)
+	}
+	return append(b, "]}]}"...)
+}
+
+// peakRSS is the process's peak resident memory, from Linux's
+// /proc/PID/status (VmHWM); 0 when unknown.
+func peakRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" && f[2] == "kB" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n << 10
+		}
+	}
+	return 0
+}
+
+// A transform cannot make a body grow without bound: the filtered body is
+// charged to the body memory as it grows and bounded by what a body of
+// --max-body may become. A 10 MiB batch that would leave as ~330 MB is
+// refused 413 body_too_large, recorded, and the sidecar's memory stays
+// near what the body itself costs; a small one that grows 33 times
+// passes, in a buffer charged first.
+func TestTransformGrowthIsBounded(t *testing.T) {
+	t.Parallel()
+	p := startProxy(t, proxyConfig{Service: "analytics", Consents: consentsFile(t)})
+	events := func(body []byte) request {
+		return request{Method: "POST", URL: "http://ingest.webinar-group.example/v1/events",
+			Header: hdr("Authorization", "Bearer e2e-vendor-token", "Content-Type", "application/json",
+				"X-Data-Purpose", "processing", "X-Data-Subject", "u-123"),
+			Body: body}
+	}
+	small := hmacLeavesEvents(64 << 10)
+	_, got := allowed(t, p, events(small))
+	if len(got) < 30*len(small) {
+		t.Fatalf("the vendor received %d bytes for %d: the case does not grow", len(got), len(small))
+	}
+	if _, m := p.adminGet(t, "/metrics"); metricValue(m, "pare_egress_filter_regrowths_total") < 1 {
+		t.Error("pare_egress_filter_regrowths_total did not count the regrowth")
+	}
+
+	before := peakRSS(p.cmd.Process.Pid)
+	big := hmacLeavesEvents(10<<20 - 64)
+	ref := refused(t, p, events(big), 413, "body_too_large")
+	if !strings.Contains(ref.Reason, "transforms") {
+		t.Errorf("reason %q does not say why", ref.Reason)
+	}
+	recs := waitLedger(t, p.Ledger, func(rs []ledgerRecord) bool { return len(recordsOf(rs, ref.DecisionID)) > 0 })
+	if r := recordsOf(recs, ref.DecisionID)[0]; r.Kind != "refusal" || r.Outcome != "body_too_large" {
+		t.Errorf("ledger %+v, want a body_too_large refusal", r)
+	}
+	// Unbounded, the filtered body alone was 330 MB (and its buffer grew
+	// by doubling past it); bounded, the request holds about twice 10 MiB
+	// (measured: 57 MiB before it, 130 MiB peak, with the GC's slack).
+	if rss := peakRSS(p.cmd.Process.Pid); rss > 256<<20 {
+		t.Errorf("peak RSS %d MiB", rss>>20)
+	} else {
+		t.Logf("peak RSS %d MiB (%d MiB before the large body)", rss>>20, before>>20)
 	}
 }
 

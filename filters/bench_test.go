@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"testing"
 
@@ -209,13 +210,52 @@ func BenchmarkJSONMaskLarge(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	opt := &Options{Cards: CardsBlock}
-	dst := make([]byte, 0, len(doc))
-	b.SetBytes(int64(len(doc)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if dst, _, err = m.JSON(dst[:0], doc, opt); err != nil {
-			b.Fatal(err)
-		}
+	// bounded is as the pipeline runs it, MaxOutput at the buffer charged
+	// for the filtered body: the check per member must cost next to
+	// nothing (compare the two in one run).
+	for _, bb := range []struct {
+		name string
+		max  int
+	}{{"unbounded", 0}, {"bounded", len(doc) + len(doc)/8 + 512}} {
+		b.Run(bb.name, func(b *testing.B) {
+			opt := &Options{Cards: CardsBlock, MaxOutput: bb.max}
+			dst := make([]byte, 0, len(doc))
+			b.SetBytes(int64(len(doc)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if dst, _, err = m.JSON(dst[:0], doc, opt); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkJSONHMACGrowth is the worst growth a transform makes (hmac over
+// one-digit values, 33 times the input), run up to a bound of twice the
+// input: what a refused body costs before it is refused, against what the
+// whole output would (compare the two in one run).
+func BenchmarkJSONHMACGrowth(b *testing.B) {
+	doc := hmacLeaves(256 << 10)
+	m, err := Compile(nil, map[string]string{"a": "hmac"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bb := range []struct {
+		name string
+		max  int
+	}{{"whole", 0}, {"refused-at-2x", 2 * len(doc)}} {
+		b.Run(bb.name, func(b *testing.B) {
+			opt := &Options{HMACKey: []byte("bench-key-16byte"), MaxOutput: bb.max}
+			var dst []byte
+			b.SetBytes(int64(len(doc)))
+			b.ReportAllocs()
+			for b.Loop() {
+				dst, _, err = m.JSON(dst[:0], doc, opt)
+				if (bb.max > 0) != errors.Is(err, ErrOutputTooLarge) {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -42,7 +42,13 @@ func (m *Mask) formCounted(dst, src []byte, opt *Options) ([]byte, *Report, int,
 	f := getFormState(opt)
 	defer f.release()
 	orig := len(dst)
+	if opt.MaxOutput > 0 {
+		f.maxOut = orig + opt.MaxOutput
+	}
 	out, err := f.run(dst, src, m.formPair)
+	if err == nil && f.maxOut > 0 && len(out) > f.maxOut {
+		err = ErrOutputTooLarge
+	}
 	if err != nil {
 		return dst[:orig], nil, f.totalSteps(), err
 	}
@@ -135,6 +141,8 @@ type formState struct {
 	prefixes pathTable
 	counters []prefixCounter
 	offset   int
+	// maxOut is the length dst may reach (Options.MaxOutput); 0: no bound.
+	maxOut int
 	// steps counts work as jsonWalker.steps does: each pass over a pair
 	// or a name, report paths, interning.
 	steps int
@@ -146,6 +154,7 @@ func getFormState(opt *Options) *formState {
 	f := formPool.Get().(*formState)
 	f.opt = opt
 	f.xf.key = opt.HMACKey
+	f.maxOut = 0
 	return f
 }
 
@@ -231,6 +240,9 @@ func (f *formState) cardError() error {
 func (f *formState) run(dst, src []byte, decide func(*formState, *pair) (pairAction, error)) ([]byte, error) {
 	wrote := false
 	for start := 0; start <= len(src); {
+		if f.maxOut > 0 && len(dst) > f.maxOut {
+			return dst, ErrOutputTooLarge
+		}
 		end := bytes.IndexByte(src[start:], '&')
 		if end < 0 {
 			end = len(src)

@@ -152,6 +152,9 @@ func FuzzJSONCost(f *testing.F) {
 		opt := &Options{Cards: CardGuard(mode % 3), HMACKey: []byte("fuzz")}
 		out, _, steps, err := m.jsonCounted(nil, doc, opt)
 		checkCostOut(t, "JSON", len(doc), steps, len(out))
+		if err == nil {
+			checkMaxOutput(t, out, len(doc), func(o *Options) ([]byte, error) { b, _, err := m.JSON(nil, doc, o); return b, err }, *opt)
+		}
 		var se *SyntaxError
 		switch {
 		case err == nil:
@@ -218,8 +221,30 @@ func FuzzFormCost(f *testing.F) {
 		}
 		out, _, steps, err := m.formCounted(nil, body, opt)
 		checkCostOut(t, "form", len(body), steps, len(out))
+		if err == nil {
+			checkMaxOutput(t, out, len(body), func(o *Options) ([]byte, error) { b, _, err := m.Form(nil, body, o); return b, err }, *opt)
+		}
 		if err == nil && bytes.IndexByte(out, ';') >= 0 {
 			t.Fatalf("';' in output %q", out)
 		}
 	})
+}
+
+// checkMaxOutput: with Options.MaxOutput at the length of out plus the
+// input's (what the filter may hold in containers it may still withdraw)
+// the filter writes out again; one byte less than out and it fails with
+// ErrOutputTooLarge.
+func checkMaxOutput(t *testing.T, out []byte, in int, filter func(*Options) ([]byte, error), opt Options) {
+	t.Helper()
+	opt.MaxOutput = len(out) + in
+	if got, err := filter(&opt); err != nil || !bytes.Equal(got, out) {
+		t.Fatalf("MaxOutput %d, the output's length and the input's: %q, %v; want %q", opt.MaxOutput, got, err, out)
+	}
+	if len(out) < 2 {
+		return // MaxOutput 0 is no bound
+	}
+	opt.MaxOutput = len(out) - 1
+	if _, err := filter(&opt); !errors.Is(err, ErrOutputTooLarge) {
+		t.Fatalf("MaxOutput %d, one less than the output: err %v", opt.MaxOutput, err)
+	}
 }

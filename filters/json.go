@@ -72,6 +72,10 @@ func (m *Mask) jsonCounted(dst, src []byte, opt *Options) (_ []byte, _ *Report, 
 	w := walkerPool.Get().(*jsonWalker)
 	defer w.release()
 	w.src, w.pos, w.dst, w.opt, w.fastStop = src, 0, dst, opt, maxDepth
+	w.maxOut = 0
+	if opt.MaxOutput > 0 {
+		w.maxOut = len(dst) + opt.MaxOutput
+	}
 	w.xf.key = opt.HMACKey
 	w.rep.budget = reportBudget(len(src))
 	// The forward moves of pos are work too: rewinds add what they undo
@@ -93,6 +97,9 @@ func (m *Mask) jsonCounted(dst, src []byte, opt *Options) (_ []byte, _ *Report, 
 		if w.pos < len(src) {
 			err = w.syntax("data after the top-level value")
 		}
+	}
+	if err == nil && w.over() {
+		err = ErrOutputTooLarge
 	}
 	if err != nil {
 		return dst, nil, steps, err
@@ -138,6 +145,8 @@ type jsonWalker struct {
 	// fastStop is the deepest level at which value may try the light
 	// walker on a kept container (see fastRetry).
 	fastStop int
+	// maxOut is the length dst may reach (Options.MaxOutput); 0: no bound.
+	maxOut int
 	// steps counts the work of the call that is not a forward move of
 	// pos: rescans, second passes over a span (digit counts, unescaping,
 	// card scans, hashing keys, compaction, transforms), duplicate-key
@@ -783,6 +792,9 @@ func (w *jsonWalker) object(n *node, emit, keep bool, xf *Transform, depth int) 
 		if err != nil {
 			return false, err
 		}
+		if w.over() {
+			return false, ErrOutputTooLarge
+		}
 		if spec {
 			wrote = w.settle(produced, wrote)
 		}
@@ -864,6 +876,9 @@ func (w *jsonWalker) array(n *node, emit, keep bool, xf *Transform, depth int) (
 		if err != nil {
 			return false, err
 		}
+		if w.over() {
+			return false, ErrOutputTooLarge
+		}
 		if spec {
 			wrote = w.settle(produced, wrote)
 		}
@@ -913,6 +928,9 @@ func (w *jsonWalker) scalarPrelude(n *node, keep bool) (done bool) {
 	}
 	return false
 }
+
+// over reports whether the output is past Options.MaxOutput.
+func (w *jsonWalker) over() bool { return w.maxOut > 0 && len(w.dst) > w.maxOut }
 
 func (w *jsonWalker) transform(t *Transform, v []byte) {
 	var ok bool

@@ -18,6 +18,17 @@ type Options struct {
 	HMACKey []byte
 	// Cards decides what happens to card numbers in values about to leave.
 	Cards CardGuard
+	// MaxOutput bounds what Mask.JSON and Mask.Form write, in bytes (0: no
+	// bound). Transforms can make a body grow: hmac writes 64 characters
+	// for a value of one, so a container of small values comes out 33
+	// times its size. Past the bound the call fails with ErrOutputTooLarge.
+	// The output is checked after every member, element and pair, so it
+	// exceeds the bound by at most one of them before the call fails. The
+	// check counts what the filter holds, which includes the keys of the
+	// containers it has opened and may still withdraw (copies of input
+	// bytes on the open path): an output up to MaxOutput-len(src) is never
+	// refused, one over MaxOutput always is, one in between may be.
+	MaxOutput int
 }
 
 // CardGuard is the policy for card numbers found in outbound values.
@@ -77,6 +88,9 @@ var (
 	// a string, number, boolean or null: no path can select the root, so
 	// default deny leaves nothing that could be sent.
 	ErrNotContainer = errors.New("filters: JSON body is not an object or array")
+	// ErrOutputTooLarge is returned when the output would be larger than
+	// Options.MaxOutput.
+	ErrOutputTooLarge = errors.New("filters: the filtered output is larger than the limit")
 	// ErrNoHMACKey is returned when a mask uses hmac and Options.HMACKey is
 	// empty.
 	ErrNoHMACKey = errors.New("filters: hmac transform needs Options.HMACKey")

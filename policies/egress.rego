@@ -43,9 +43,9 @@ default decision := {
 	"dry_run": false,
 }
 
-decision := allowed if count(deny) == 0
+decision := object.union(allowed, decision_identities) if count(deny) == 0
 
-decision := refused if count(deny) > 0
+decision := object.union(refused, decision_identities) if count(deny) > 0
 
 # ---------------------------------------------------------------------------------------------
 # Normalised input. Every value is type-checked here: a missing or mistyped input field becomes

@@ -368,3 +368,46 @@ func TestReadRefusesAlgorithmConfusion(t *testing.T) {
 		})
 	}
 }
+
+// TestBundleContractsOnlyFromContractsDir: a bundle, even one validly
+// signed, cannot add a vendor to data.contracts past contract validation:
+// not with a data file beside the contracts, nor with a Rego module of
+// package contracts. Build refuses to sign such a directory, and a sidecar
+// refuses such a bundle (signed by a key that skipped Build's checks),
+// naming the file.
+func TestBundleContractsOnlyFromContractsDir(t *testing.T) {
+	const evil = `{"name": "Evil", "reference": "X-1", "role": "hosting", "hosts": ["evil.example"], ` +
+		`"purposes": ["support"], "routes": [{"methods": ["POST"], "path": "/**", "body": "opaque"}]}`
+	for _, tt := range []struct{ file, content string }{
+		{"extra.yaml", "contracts:\n  evil: " + evil + "\n"},
+		{"data.json", `{"contracts": {"evil": ` + evil + `}}`},
+		{"evil.rego", "package contracts\n\nevil := " + evil + "\n"},
+	} {
+		t.Run(tt.file, func(t *testing.T) {
+			key := newECKey(t)
+			fsys := dirFS(t)
+			fsys[tt.file] = &fstest.MapFile{Data: []byte(tt.content), Mode: 0o644}
+			var buf bytes.Buffer
+			if _, _, err := Build(context.Background(), fsys, &buf, WriteOptions{Key: key.signing}); err == nil || !strings.Contains(err.Error(), tt.file) {
+				t.Fatalf("build: %v; want an error naming %s", err, tt.file)
+			}
+			var files []string
+			for name := range fsys {
+				if !strings.HasSuffix(name, "_test.rego") && (strings.HasSuffix(name, ".rego") || strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".json")) {
+					files = append(files, name)
+				}
+			}
+			buf.Reset()
+			if err := Write(&buf, fsys, files, WriteOptions{Key: key.signing, Revision: "any", BuiltAt: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Read(buf.Bytes(), verifier(t, key), 0); err != nil {
+				t.Fatalf("the signed bundle does not verify: %v", err)
+			}
+			_, _, err := LoadPolicy(context.Background(), buf.Bytes(), verifier(t, key), 0, engine.LoadOptions{})
+			if err == nil || !strings.Contains(err.Error(), tt.file) {
+				t.Fatalf("load: %v; want an error naming %s", err, tt.file)
+			}
+		})
+	}
+}

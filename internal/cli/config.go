@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pare-dev/pare/internal/bundle"
+	"github.com/pare-dev/pare/internal/identity"
 	"github.com/pare-dev/pare/internal/ledger"
 	"github.com/pare-dev/pare/internal/ledgerdb"
 )
@@ -83,6 +84,15 @@ type Config struct {
 	Passthrough []string `yaml:"passthrough"`
 	Transparent string   `yaml:"transparent"`
 
+	// The company's identity provider, for the legal two-person rule: with
+	// LegalJWKS set, X-Data-Requester and X-Legal-Approver must be tokens it
+	// signed, verified by the policy against these keys (package identity).
+	LegalJWKS        string        `yaml:"legal_jwks"`         // a JWKS file, or its https:// URL
+	LegalJWTAudience string        `yaml:"legal_jwt_audience"` // the tokens' aud
+	LegalJWTIssuer   string        `yaml:"legal_jwt_issuer"`   // the tokens' iss
+	LegalJWKSRefresh time.Duration `yaml:"legal_jwks_refresh"`
+	LegalJWKSMaxAge  time.Duration `yaml:"legal_jwks_max_age"` // last good keys kept this long while reads fail
+
 	// CompanyName and PrivacyContact name the controller and where a person
 	// asks about their data, in the documents for the privacy office
 	// (ledger report --for subject, ropa, datamap).
@@ -143,6 +153,8 @@ func defaultConfig() Config {
 		BodyWait:           10 * time.Second,
 		MaxConns:           4096,
 		DropIn:             true,
+		LegalJWKSRefresh:   identity.DefaultRefresh,
+		LegalJWKSMaxAge:    identity.DefaultMaxAge,
 	}
 }
 
@@ -248,7 +260,7 @@ func (c *Config) validate() error {
 		v   time.Duration
 	}{{"consent_ttl", c.ConsentTTL}, {"read_header_timeout", c.ReadHeaderTimeout}, {"read_timeout", c.ReadTimeout},
 		{"write_timeout", c.WriteTimeout}, {"idle_timeout", c.IdleTimeout}, {"upstream_timeout", c.UpstreamTimeout},
-		{"shutdown_timeout", c.ShutdownTimeout}} {
+		{"shutdown_timeout", c.ShutdownTimeout}, {"legal_jwks_refresh", c.LegalJWKSRefresh}, {"legal_jwks_max_age", c.LegalJWKSMaxAge}} {
 		// Zero would mean "no timeout" to net/http: a slow client could
 		// then hold a connection, and its body memory, forever.
 		if d.v <= 0 {
@@ -264,10 +276,24 @@ func (c *Config) validate() error {
 	if c.MaxBodyMemory <= 0 {
 		errs = append(errs, errors.New("max_body_memory must be positive"))
 	}
+	if c.LegalJWKS != "" {
+		if err := c.identityOptions().Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("legal_jwks: %w", err))
+		}
+	} else if c.LegalJWTAudience != "" || c.LegalJWTIssuer != "" {
+		errs = append(errs, errors.New("legal_jwt_audience and legal_jwt_issuer are set but legal_jwks is not: without the keys no token can be checked"))
+	}
 	if c.GCPercent < 0 {
 		errs = append(errs, fmt.Errorf("gc_percent %d: want 0 (the runtime's default) or more", c.GCPercent))
 	}
 	return errors.Join(errs...)
+}
+
+// identityOptions are the options of the identity provider's keys; the
+// caller adds what serve wires in (Install, metrics, logger).
+func (c *Config) identityOptions() identity.Options {
+	return identity.Options{Source: c.LegalJWKS, Audience: c.LegalJWTAudience, Issuer: c.LegalJWTIssuer,
+		Refresh: c.LegalJWKSRefresh, MaxAge: c.LegalJWKSMaxAge}
 }
 
 // bundleDirUsed is the bundle directory when bundles are in use.

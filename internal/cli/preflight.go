@@ -18,6 +18,7 @@ import (
 	"github.com/pare-dev/pare/internal/bundle"
 	"github.com/pare-dev/pare/internal/ca"
 	"github.com/pare-dev/pare/internal/consent"
+	"github.com/pare-dev/pare/internal/identity"
 	"github.com/pare-dev/pare/internal/ledger"
 	"github.com/pare-dev/pare/internal/proxy"
 )
@@ -119,6 +120,13 @@ func (c *Config) preflight(ctx context.Context, log *slog.Logger) (*prepared, er
 			if _, err := pgx.ParseConfig(d.dsn); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", d.key, err))
 			}
+		}
+	}
+	if c.LegalJWKS != "" {
+		// A file is read and checked; a URL is fetched by serve, which
+		// starts without it and refuses legal requests until it answers.
+		if err := identity.Check(c.identityOptions()); err != nil {
+			errs = append(errs, fmt.Errorf("legal_jwks: %w", err))
 		}
 	}
 	for _, r := range c.Resolve {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pare-dev/pare/internal/idptest"
 	"github.com/pare-dev/pare/internal/ledger"
 )
 
@@ -55,6 +56,13 @@ func TestCheckConfigAgreesWithServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Chmod(roDir, 0o700) })
+	idp, err := idptest.New("k1", "https://idp.example", "pare-legal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks := write("jwks.json", string(idptest.JWKS(idp)))
+	noKeys := write("nokeys.json", `{"keys": []}`)
+	legal := "legal_jwt_audience: pare-legal\nlegal_jwt_issuer: https://idp.example\n"
 	// Each case's keys replace or join these, which alone are valid.
 	base := map[string]string{"listen": "127.0.0.1:0", "admin": "127.0.0.1:0", "ledger": filepath.Join(ledgerDir, "l.jsonl"),
 		"state_dir": filepath.Join(dir, "state")}
@@ -92,6 +100,14 @@ func TestCheckConfigAgreesWithServe(t *testing.T) {
 		{"supplied CA not PEM", "ca_cert: " + notPEM + "\nca_key: " + short + "\n", "ca_cert"},
 		{"transparent port not a number", "transparent: 127.0.0.1:tls\n", "transparent:"},
 		{"consents dsn unparsable", "consents_dsn: \"postgres://a b@:x\"\n", "consents_dsn"},
+		{"legal jwks file", "legal_jwks: " + jwks + "\n" + legal, ""},
+		{"legal jwks url (down)", "legal_jwks: https://127.0.0.1:1/jwks.json\n" + legal, ""},
+		{"legal jwks file missing", "legal_jwks: " + filepath.Join(dir, "nope.json") + "\n" + legal, "legal_jwks"},
+		{"legal jwks without keys", "legal_jwks: " + noKeys + "\n" + legal, "no keys"},
+		{"legal jwks without audience", "legal_jwks: " + jwks + "\nlegal_jwt_issuer: https://idp.example\n", "audience is required"},
+		{"legal jwks over http", "legal_jwks: http://idp.example/jwks\n" + legal, "loopback"},
+		{"legal audience without jwks", "legal_jwt_audience: pare-legal\n", "legal_jwks is not"},
+		{"legal max age below refresh", "legal_jwks: " + jwks + "\n" + legal + "legal_jwks_refresh: 2h\n", "shorter than the refresh"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -27,6 +27,7 @@ import (
 	"github.com/pare-dev/pare/internal/consent"
 	"github.com/pare-dev/pare/internal/engine"
 	"github.com/pare-dev/pare/internal/extproc"
+	"github.com/pare-dev/pare/internal/identity"
 	"github.com/pare-dev/pare/internal/ledger"
 	"github.com/pare-dev/pare/internal/pipeline"
 	"github.com/pare-dev/pare/internal/proxy"
@@ -99,6 +100,11 @@ func serveFlags(fs *flag.FlagSet, c *Config, configPath *string) {
 	fs.Var((*listFlag)(&c.Passthrough), "passthrough", "HOST that CONNECT may tunnel without inspection when no contract names it (repeatable)")
 	fs.StringVar(&c.CompanyName, "company-name", c.CompanyName, "the company, named in the privacy office's documents (ledger report --for subject, ropa, datamap)")
 	fs.StringVar(&c.PrivacyContact, "privacy-contact", c.PrivacyContact, "where a person asks about their data, named in those documents")
+	fs.StringVar(&c.LegalJWKS, "legal-jwks", c.LegalJWKS, "the identity provider's keys (a JWKS file, or its https:// URL): X-Data-Requester and X-Legal-Approver must then be tokens it signed")
+	fs.StringVar(&c.LegalJWTAudience, "legal-jwt-audience", c.LegalJWTAudience, "with --legal-jwks: the audience (aud) the tokens must be issued for")
+	fs.StringVar(&c.LegalJWTIssuer, "legal-jwt-issuer", c.LegalJWTIssuer, "with --legal-jwks: the issuer (iss) the tokens must come from")
+	fs.DurationVar(&c.LegalJWKSRefresh, "legal-jwks-refresh", c.LegalJWKSRefresh, "how often the identity provider's keys are read again")
+	fs.DurationVar(&c.LegalJWKSMaxAge, "legal-jwks-max-age", c.LegalJWKSMaxAge, "how long the last keys read stay in force while reading them fails; then legal requests are refused (503 identity_unavailable)")
 	fs.StringVar(&c.Transparent, "transparent", c.Transparent, "TLS listener for connections redirected to Pare (e.g. 127.0.0.1:15006); the vendor is the SNI")
 }
 
@@ -199,6 +205,19 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 	eng, err := engine.New(engine.Options{HMACKey: hmacKey})
 	if err != nil {
 		return err
+	}
+	var idKeys *identity.Keys
+	if c.LegalJWKS != "" {
+		// Before any policy is installed: from the first request on, the
+		// policy knows legal requests need tokens, keys read or not.
+		opt := c.identityOptions()
+		opt.Install, opt.Registerer, opt.Logger = eng.SetData, reg, log
+		if idKeys, err = identity.New(opt); err != nil {
+			return fmt.Errorf("legal_jwks: %w", err)
+		}
+		if err := idKeys.Start(ctx); err != nil {
+			return err
+		}
 	}
 	swapped := func(p *engine.Policy) { reloads.loaded(p, false) }
 	var pol *engine.Policy
@@ -334,6 +353,7 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 	pl, err := pipeline.New(pipeline.Config{
 		Engine: eng, Ledger: led, Consents: src, Metrics: metrics, Logger: log, PathKey: pathKey,
 		Service: c.Service, MaxBody: int64(c.MaxBody), BodyMemory: int64(c.MaxBodyMemory), BodyWait: c.BodyWait, DryRun: c.DryRun,
+		LegalTokens: idKeys != nil,
 	})
 	if err != nil {
 		return err
@@ -407,6 +427,10 @@ func serve(ctx context.Context, c Config, log *slog.Logger, ready listening) err
 	if bundles != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); bundles.Run(ctx) }()
+	}
+	if idKeys != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); idKeys.Run(ctx) }()
 	}
 	sink.start(ctx, &wg)
 	if c.Policies != "" {

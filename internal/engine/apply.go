@@ -48,7 +48,10 @@ func MediaOf(contentType string) Media {
 
 // FilterBody returns what of body may leave under d, appended to dst. An
 // opaque decision returns body itself; BodyNone returns an empty body.
-func (d *Decision) FilterBody(dst []byte, contentType string, body []byte) ([]byte, *filters.Report, error) {
+// maxOut bounds the filtered body in bytes (0: no bound): transforms can
+// make it longer than body. Past it the error is a CodeBodyTooLarge
+// refusal wrapping filters.ErrOutputTooLarge.
+func (d *Decision) FilterBody(dst []byte, contentType string, body []byte, maxOut int) ([]byte, *filters.Report, error) {
 	switch d.Body {
 	case BodyOpaque:
 		return body, &filters.Report{}, nil
@@ -68,11 +71,17 @@ func (d *Decision) FilterBody(dst []byte, contentType string, body []byte) ([]by
 		rep *filters.Report
 		err error
 	)
+	opts := &d.opts
+	if maxOut > 0 {
+		o := d.opts // decisions are shared: never modify d.opts
+		o.MaxOutput = maxOut
+		opts = &o
+	}
 	switch MediaOf(contentType) {
 	case MediaJSON:
-		out, rep, err = d.mask.JSON(dst[:0], body, &d.opts)
+		out, rep, err = d.mask.JSON(dst[:0], body, opts)
 	case MediaForm:
-		out, rep, err = d.mask.Form(dst[:0], body, &d.opts)
+		out, rep, err = d.mask.Form(dst[:0], body, opts)
 	default:
 		mt, _, _ := mime.ParseMediaType(contentType)
 		if mt == "" {
@@ -105,6 +114,10 @@ func (d *Decision) FilterHeaders(h map[string][]string) *filters.Report {
 }
 
 func (d *Decision) filterError(err error, where string) error {
+	if errors.Is(err, filters.ErrOutputTooLarge) {
+		return refuse(CodeBodyTooLarge, err,
+			"the %s filtered for %s would be larger than the limit: its transforms (64 characters for each hmac value) make it grow", where, d.Vendor)
+	}
 	if errors.Is(err, filters.ErrCardNumber) {
 		return d.CardRefusal(fmt.Sprintf("the %s (%v)", where, err), err)
 	}

@@ -104,6 +104,9 @@ func decisionSize(d *Decision) int64 {
 			n += 16 + len(x)
 		}
 	}
+	if d.Identities != nil {
+		n += 32 + len(d.Identities.Requester) + len(d.Identities.Approver)
+	}
 	for k, v := range d.Transforms {
 		n += 48 + len(k) + len(v)
 	}

@@ -46,6 +46,10 @@ type Decision struct {
 	TLS       bool `json:"tls"`
 	Port      int  `json:"port"`
 	DryRun    bool `json:"dry_run"`
+	// Identities are the people of a legal request as the policy verified
+	// them (the subjects of the identity provider's tokens), nil when the
+	// policy does not say: what a ledger records instead of the tokens.
+	Identities *Identities `json:"identities,omitempty"`
 
 	Revision string `json:"revision"`
 
@@ -78,10 +82,21 @@ func (d *Decision) Refusal() *Error {
 	return &Error{Code: d.Code, Reason: d.Reason}
 }
 
+// Identities are the verified requester and approver of a legal request;
+// "" for one the policy could not verify.
+type Identities struct {
+	Requester string `json:"requester"`
+	Approver  string `json:"approver"`
+}
+
+// maxIdentity bounds a verified identity: a token's subject is an id or an
+// address, and it goes into every ledger record of the request.
+const maxIdentity = 256
+
 var decisionKeys = map[string]bool{
 	"allow": true, "vendor": true, "reason": true, "code": true, "route": true, "fields": true,
 	"transforms": true, "headers": true, "query": true, "body": true, "cards": true,
-	"cards_code": true, "tls": true, "port": true, "dry_run": true,
+	"cards_code": true, "tls": true, "port": true, "dry_run": true, "identities": true,
 }
 
 // parseDecision validates what the policy returned, read straight from the
@@ -102,6 +117,7 @@ func parseDecision(v ast.Value, keyFor func(vendor string) []byte, masks *maskCa
 		seenAllow               bool
 		fields, headers, querys ast.Value
 		transforms, port        ast.Value
+		identities              ast.Value
 	)
 	getBool := func(k string, x ast.Value, dst *bool) {
 		if b, ok := x.(ast.Boolean); ok {
@@ -158,6 +174,8 @@ func parseDecision(v ast.Value, keyFor func(vendor string) []byte, masks *maskCa
 			transforms = x
 		case "port":
 			port = x
+		case "identities":
+			identities = x
 		}
 	})
 	getStrings := func(k string, x ast.Value) []string {
@@ -215,6 +233,9 @@ func parseDecision(v ast.Value, keyFor func(vendor string) []byte, masks *maskCa
 			bad("port is %v, want an integer 1-65535", port)
 		}
 		d.Port = p
+	}
+	if identities != nil {
+		d.Identities = parseIdentities(identities, bad)
 	}
 	if len(problems) > 0 {
 		sort.Strings(problems)
@@ -274,6 +295,40 @@ func parseDecision(v ast.Value, keyFor func(vendor string) []byte, masks *maskCa
 		d.headers[i] = strings.ToLower(h)
 	}
 	return d, nil
+}
+
+// parseIdentities reads the decision's identities: an object with the
+// strings requester and approver, each at most maxIdentity bytes.
+func parseIdentities(v ast.Value, bad func(string, ...any)) *Identities {
+	obj, ok := v.(ast.Object)
+	if !ok {
+		bad("identities is %s, want an object", typeName(v))
+		return nil
+	}
+	id := &Identities{}
+	obj.Foreach(func(kt, vt *ast.Term) {
+		k, _ := kt.Value.(ast.String)
+		var dst *string
+		switch k {
+		case "requester":
+			dst = &id.Requester
+		case "approver":
+			dst = &id.Approver
+		default:
+			bad("identities has unknown key %s", kt.Value.String())
+			return
+		}
+		s, ok := vt.Value.(ast.String)
+		switch {
+		case !ok:
+			bad("identities.%s is %s, want a string", string(k), typeName(vt.Value))
+		case len(s) > maxIdentity:
+			bad("identities.%s is %d bytes long, at most %d allowed", string(k), len(s), maxIdentity)
+		default:
+			*dst = string(s)
+		}
+	})
+	return id
 }
 
 // vendorKey derives the vendor's own HMAC key, so that two vendors receive

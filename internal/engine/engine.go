@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,12 @@ type Engine struct {
 
 	keysMu sync.RWMutex
 	keys   map[string][]byte // vendor -> its HMAC key (vendorKey), derived once
+
+	// dataMu orders SetData and Swap, so that the policy installed last is
+	// bound to the data set last, whichever of the two came first.
+	dataMu  sync.Mutex
+	data    map[string]any // data.pare, normalised (see SetData)
+	dataSet bool
 }
 
 // maxVendorKeys bounds the derived keys kept: vendors come from the policy's
@@ -71,8 +78,36 @@ func New(opt Options) (*Engine, error) {
 	return &Engine{hmacKey: key, timeout: opt.EvalTimeout}, nil
 }
 
-// Swap installs p and returns the previous policy (nil if none).
-func (e *Engine) Swap(p *Policy) *Policy { return e.cur.Swap(p) }
+// Swap installs p and returns the previous policy (nil if none). Once
+// SetData was called, p is installed bound to the engine's data (see
+// Policy.WithData) unless it already is: a policy reloaded from its files
+// or a bundle never runs without the data the engine was given.
+func (e *Engine) Swap(p *Policy) *Policy {
+	e.dataMu.Lock()
+	defer e.dataMu.Unlock()
+	if p != nil && e.dataSet && !reflect.DeepEqual(p.data, e.data) {
+		p = p.rebind(context.Background(), e.data)
+	}
+	return e.cur.Swap(p)
+}
+
+// SetData sets the document data.pare (see LoadOptions.Data) for the current
+// policy and every policy swapped in later. The current policy is replaced
+// by itself bound to data: requests in flight finish under the data they
+// started with, and the new policy starts with an empty decision cache.
+func (e *Engine) SetData(data map[string]any) error {
+	d, err := normalizeData(data)
+	if err != nil {
+		return err
+	}
+	e.dataMu.Lock()
+	defer e.dataMu.Unlock()
+	e.data, e.dataSet = d, true
+	if p := e.cur.Load(); p != nil && !reflect.DeepEqual(p.data, d) {
+		e.cur.Store(p.rebind(context.Background(), d))
+	}
+	return nil
+}
 
 // Policy returns the current policy, nil before the first successful load.
 func (e *Engine) Policy() *Policy { return e.cur.Load() }

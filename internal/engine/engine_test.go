@@ -212,7 +212,7 @@ func TestFilterBodyErrors(t *testing.T) {
 		{"application/json", `{"amount": "4242 4242 4242 4242"}`, CodeCardNumber},
 	}
 	for _, tt := range tests {
-		_, _, err := d.FilterBody(nil, tt.ct, []byte(tt.body))
+		_, _, err := d.FilterBody(nil, tt.ct, []byte(tt.body), 0)
 		var e *Error
 		if !errors.As(err, &e) || e.Code != tt.code {
 			t.Errorf("%s %s: err = %v, want %s", tt.ct, tt.body, err, tt.code)
@@ -221,7 +221,7 @@ func TestFilterBodyErrors(t *testing.T) {
 			t.Errorf("error leaks a value: %v", err)
 		}
 	}
-	out, rep, err := d.FilterBody(nil, "application/json", []byte(`{"amount": 1.50, "customer": {"email": "a@b", "id": "c1", "phone": "1"}}`))
+	out, rep, err := d.FilterBody(nil, "application/json", []byte(`{"amount": 1.50, "customer": {"email": "a@b", "id": "c1", "phone": "1"}}`), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,9 +21,12 @@ const (
 	CodeSourceNotAllowed   Code = "source_not_allowed"
 	CodeLegalBasisRequired Code = "legal_basis_required"
 	CodeApproverRequired   Code = "approver_required"
-	CodeRouteNotAllowed    Code = "route_not_allowed"
-	CodeTLSRequired        Code = "tls_required"
-	CodeCardNumber         Code = "card_number"
+	// CodeIdentityUnavailable: legal requests need the identity provider's
+	// tokens checked and Pare has no keys to check them with.
+	CodeIdentityUnavailable Code = "identity_unavailable"
+	CodeRouteNotAllowed     Code = "route_not_allowed"
+	CodeTLSRequired         Code = "tls_required"
+	CodeCardNumber          Code = "card_number"
 
 	CodeMalformedBody    Code = "malformed_body"
 	CodeUnsupportedMedia Code = "unsupported_media_type"
@@ -45,6 +48,7 @@ var policyCodes = map[Code]bool{
 	CodePurposeNotAllowed: true, CodeConsentRequired: true, CodeConsentUnavailable: true,
 	CodeGPCOptOut: true, CodeSourceNotAllowed: true, CodeLegalBasisRequired: true,
 	CodeApproverRequired: true, CodeRouteNotAllowed: true, CodeTLSRequired: true,
+	CodeIdentityUnavailable: true,
 }
 
 // Status is the HTTP status a front end answers with for the code. Ext_proc
@@ -60,7 +64,8 @@ func (c Code) Status() int {
 		return 415
 	case CodeBodyTooLarge:
 		return 413
-	case CodeNoPolicy, CodeEvalError, CodeEvalTimeout, CodeLedgerError, CodeConsentUnavailable, CodeOverloaded:
+	case CodeNoPolicy, CodeEvalError, CodeEvalTimeout, CodeLedgerError, CodeConsentUnavailable, CodeOverloaded,
+		CodeIdentityUnavailable:
 		return 503
 	case CodeUpstreamError:
 		return 502

@@ -151,26 +151,42 @@ type staticValue struct {
 	value *ast.Term // nil: undefined
 }
 
-// computeStatic evaluates the static rules. A rule whose evaluation fails is
-// left to be evaluated per request, where it fails the same way.
-func computeStatic(ctx context.Context, ev *evaluator, refs []ast.Ref) (*staticValues, error) {
-	sv := &staticValues{byName: map[string][]staticValue{}}
+// staticQuery is a static rule's compiled query, kept with the policy so
+// that binding it to other engine data (Policy.WithData) only evaluates.
+type staticQuery struct {
+	ref ast.Ref
+	q   *query
+}
+
+// compileStatic compiles the queries of the static rules.
+func compileStatic(c *ast.Compiler, refs []ast.Ref) ([]staticQuery, error) {
+	out := make([]staticQuery, 0, len(refs))
 	for _, ref := range refs {
-		q, err := compileQuery(ev.compiler, ref)
+		q, err := compileQuery(c, ref)
 		if err != nil {
 			return nil, err
 		}
-		v, err := ev.eval(ctx, q, nil, 0)
+		out = append(out, staticQuery{ref: ref, q: q})
+	}
+	return out, nil
+}
+
+// computeStatic evaluates the static rules. A rule whose evaluation fails is
+// left to be evaluated per request, where it fails the same way.
+func computeStatic(ctx context.Context, ev *evaluator, queries []staticQuery) *staticValues {
+	sv := &staticValues{byName: map[string][]staticValue{}}
+	for _, s := range queries {
+		v, err := ev.eval(ctx, s.q, nil, 0)
 		switch {
 		case errors.Is(err, errUndefined):
 			v = nil
 		case err != nil:
 			continue
 		}
-		name := lastName(ref)
-		sv.byName[name] = append(sv.byName[name], staticValue{ref: ref, value: v})
+		name := lastName(s.ref)
+		sv.byName[name] = append(sv.byName[name], staticValue{ref: s.ref, value: v})
 	}
-	return sv, nil
+	return sv
 }
 
 func lastName(ref ast.Ref) string {

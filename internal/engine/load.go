@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path"
 	"sort"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/util"
 
 	"github.com/pare-dev/pare/internal/contract"
 )
@@ -44,6 +46,14 @@ type Policy struct {
 	cacheable     bool
 	cache         *decisionCache
 	masks         *maskCache
+
+	// What WithData needs to bind the compiled policy to other engine data.
+	compiler   *ast.Compiler
+	docs       map[string]any // the policy's data documents, as loaded; never modified
+	static     []staticQuery
+	nondet     bool
+	cacheBytes int64
+	data       map[string]any // data.pare
 
 	exactHits, routeHits, misses atomic.Uint64
 }
@@ -103,6 +113,13 @@ type LoadOptions struct {
 	// CacheBytes bounds the decision cache (bytes, keys and decisions); 0
 	// means DefaultCacheBytes, negative disables the cache.
 	CacheBytes int64
+	// Data is the document data.pare: what the engine, not the policy
+	// author, gives the policy (the identity provider's keys for the legal
+	// rule, say, as data.pare.legal). No policy file may define anything
+	// under data.pare. It is not part of the revision (it is no policy),
+	// nor of the decision cache's key: a Policy is bound to one Data, and
+	// other Data is another Policy (WithData) with a cache of its own.
+	Data map[string]any
 }
 
 // loaded is what a policies directory holds, before compilation.
@@ -168,6 +185,13 @@ func Load(ctx context.Context, fsys fs.FS, opt LoadOptions) (*Policy, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
+	if err := checkReserved(fsys, l); err != nil {
+		return nil, err
+	}
+	data, err := normalizeData(opt.Data)
+	if err != nil {
+		return nil, err
+	}
 
 	compiler := ast.NewCompiler().WithEnablePrintStatements(false)
 	compiler.Compile(res.ParsedModules())
@@ -177,17 +201,10 @@ func Load(ctx context.Context, fsys fs.FS, opt LoadOptions) (*Policy, error) {
 	if len(compiler.GetRulesForVirtualDocument(ast.MustParseRef(Entrypoint))) == 0 {
 		return nil, fmt.Errorf("compile policies: no rule defines %s", Entrypoint)
 	}
-	// Policy data is read on every evaluation: keep it as AST values so
-	// reads don't convert the contracts from Go values each time.
-	store, err := res.StoreWithOpts(inmem.OptReturnASTValuesOnRead(true), inmem.OptRoundTripOnWrite(false))
-	if err != nil {
-		return nil, fmt.Errorf("load policy data: %w", err)
-	}
 	entry := ast.MustParseRef(Entrypoint)
-	ev := &evaluator{compiler: compiler, store: store}
 	an := analyze(compiler, entry)
-	ev.nondet = !an.deterministic
-	if ev.static, err = computeStatic(ctx, ev, an.static); err != nil {
+	static, err := compileStatic(compiler, an.static)
+	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", Entrypoint, err)
 	}
 	decisionQuery, err := compileQuery(compiler, entry)
@@ -201,12 +218,16 @@ func Load(ctx context.Context, fsys fs.FS, opt LoadOptions) (*Policy, error) {
 		Purposes:      map[string]bool{},
 		Contracts:     contracts,
 		LoadedAt:      time.Now(),
-		ev:            ev,
 		decisionQuery: decisionQuery,
 		refs:          an.refs,
 		plan:          newKeyPlan(an.refs),
 		cacheable:     !an.refs.body && opt.CacheBytes >= 0,
 		masks:         newMaskCache(),
+		compiler:      compiler,
+		docs:          res.Documents,
+		static:        static,
+		nondet:        !an.deterministic,
+		cacheBytes:    opt.CacheBytes,
 	}
 	switch {
 	case !p.cacheable:
@@ -222,7 +243,7 @@ func Load(ctx context.Context, fsys fs.FS, opt LoadOptions) (*Policy, error) {
 	default:
 		p.keyInfo = "the decision cache keys on " + p.plan.describe() + ", with the whole request path: " + an.pathKeyWhy
 	}
-	if ev.nondet && p.cacheable {
+	if p.nondet && p.cacheable {
 		p.keyInfo += "; decisions that call a non-deterministic builtin are not cached"
 	}
 	for id, c := range contracts {
@@ -233,12 +254,76 @@ func Load(ctx context.Context, fsys fs.FS, opt LoadOptions) (*Policy, error) {
 			p.Purposes[pu] = true
 		}
 	}
+	p.bind(ctx, data)
+	return p, nil
+}
+
+// WithData returns p bound to other engine data (LoadOptions.Data): the same
+// compiled policy, files and revision, with its own store, precomputed
+// rules and an empty decision cache. p itself is unchanged, so requests
+// deciding under it finish under the data they started with.
+func (p *Policy) WithData(ctx context.Context, data map[string]any) (*Policy, error) {
+	d, err := normalizeData(data)
+	if err != nil {
+		return nil, err
+	}
+	return p.rebind(ctx, d), nil
+}
+
+// rebind is WithData for data normalizeData has accepted.
+func (p *Policy) rebind(ctx context.Context, data map[string]any) *Policy {
+	q := &Policy{
+		Revision: p.Revision, Files: p.Files, Vendors: p.Vendors, Contracts: p.Contracts, Purposes: p.Purposes,
+		LoadedAt: p.LoadedAt, decisionQuery: p.decisionQuery, routeQuery: p.routeQuery, refs: p.refs,
+		plan: p.plan, routePlan: p.routePlan, keyInfo: p.keyInfo, cacheable: p.cacheable, masks: p.masks,
+		compiler: p.compiler, docs: p.docs, static: p.static, nondet: p.nondet, cacheBytes: p.cacheBytes,
+	}
+	q.bind(ctx, data)
+	return q
+}
+
+// bind gives p its store (the policy's documents and data.pare), its
+// precomputed rules and its decision cache. It cannot fail: everything that
+// can was checked by Load and normalizeData.
+func (p *Policy) bind(ctx context.Context, data map[string]any) {
+	docs := p.docs
+	if data != nil {
+		docs = make(map[string]any, len(p.docs)+1)
+		maps.Copy(docs, p.docs)
+		docs[reservedEngine] = data
+	}
+	// Policy data is read on every evaluation: keep it as AST values so
+	// reads don't convert the contracts from Go values each time.
+	store := inmem.NewFromObjectWithOpts(docs, inmem.OptReturnASTValuesOnRead(true), inmem.OptRoundTripOnWrite(false))
+	ev := &evaluator{compiler: p.compiler, store: store, nondet: p.nondet}
+	ev.static = computeStatic(ctx, ev, p.static)
+	p.ev, p.data = ev, data
 	if p.cacheable {
-		n := opt.CacheBytes
+		n := p.cacheBytes
 		if n == 0 {
 			n = DefaultCacheBytes
 		}
 		p.cache = newDecisionCache(n)
 	}
-	return p, nil
+}
+
+// Data returns the engine data the policy is bound to (LoadOptions.Data).
+// The caller must not modify it.
+func (p *Policy) Data() map[string]any { return p.data }
+
+// normalizeData turns engine data into the JSON values the store holds,
+// refusing what JSON cannot express.
+func normalizeData(data map[string]any) (map[string]any, error) {
+	if data == nil {
+		return nil, nil
+	}
+	var v any = data
+	if err := util.RoundTrip(&v); err != nil {
+		return nil, fmt.Errorf("engine data (data.%s): %w", reservedEngine, err)
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("engine data (data.%s) is not an object", reservedEngine)
+	}
+	return m, nil
 }

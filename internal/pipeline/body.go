@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sync/semaphore"
 
+	"github.com/pare-dev/pare/filters"
 	"github.com/pare-dev/pare/internal/engine"
 )
 
@@ -97,6 +98,60 @@ func bodyCost(n int64) int64 { return n + filteredCap(n) }
 // filteredCap is the buffer the filtered form of an n-byte body is written
 // to: transforms and re-encoding can make it a little longer.
 func filteredCap(n int64) int64 { return n + n/8 + 512 }
+
+// minimizeCharged runs minimize with the filtered body in memory charged to
+// the budget. The buffer charged with the body as it was read
+// (filteredCap) holds the filtered form of almost every body; transforms
+// can make a body grow, though (hmac writes 64 characters for a value of
+// one: a container of small values comes out 33 times its size), so a
+// filter that outgrows its buffer fails, and is run again in a buffer four
+// times larger, charged first, up to what a body of --max-body may be
+// charged for its filtered form. A body whose filtered form is larger than
+// that is refused 413 body_too_large: what leaves is bounded as what
+// arrives is, and no request ever holds more than bodyCost(MaxBody), nor
+// more than the whole body memory.
+// Rerunning costs a few linear passes, only for such bodies.
+func (x *Exchange) minimizeCharged(ctx context.Context, d *engine.Decision) (*minimized, error) {
+	n := int64(len(x.body))
+	if n == 0 || d.Body != engine.BodyFilter {
+		return minimize(nil, d, x.req.Header, x.req.RawQuery, x.body, 0)
+	}
+	limit := filteredCap(n)
+	hard := max(limit, filteredCap(x.p.cfg.MaxBody))
+	bound := fmt.Sprintf("what a body of the limit (%d bytes) may become", x.p.cfg.MaxBody)
+	for {
+		b := getBuf(int(limit))
+		m, err := minimize(*b, d, x.req.Header, x.req.RawQuery, x.body, limit)
+		if err == nil {
+			x.held.add(b)
+			return m, nil
+		}
+		putBuf(b)
+		if !errors.Is(err, filters.ErrOutputTooLarge) {
+			return nil, err
+		}
+		// A request never holds more than the whole budget: with a
+		// --max-body-memory below what a body of --max-body may cost,
+		// the filtered body is bounded by what the budget leaves.
+		if room := x.p.budget.total - x.chargeOf().n.Load(); limit+room < hard {
+			hard = max(limit, limit+room)
+			bound = fmt.Sprintf("what the body memory (%d bytes) leaves for it", x.p.budget.total)
+		}
+		if limit >= hard {
+			// Err is the filter's sentinel, not err: err is the engine's
+			// refusal for the smaller bound, whose reason this replaces.
+			return nil, &engine.Error{Code: engine.CodeBodyTooLarge, Err: filters.ErrOutputTooLarge, Reason: fmt.Sprintf(
+				"the body filtered for %s would be larger than %d bytes, %s: the contract's transforms (64 characters for each hmac value) make it grow",
+				d.Vendor, hard, bound)}
+		}
+		next := min(limit*4, hard)
+		if err := x.chargeOf().grow(ctx, next-limit, x.waitCtx); err != nil {
+			return nil, err
+		}
+		x.p.m.bodyRegrown.Inc()
+		limit = next
+	}
+}
 
 // firstRead is the buffer a body of unknown or large length starts in.
 const firstRead = 64 << 10

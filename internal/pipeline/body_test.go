@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pare-dev/pare/internal/engine"
+	"github.com/pare-dev/pare/policies"
 )
 
 func testPipeline(t testing.TB, cfg Config) *Pipeline {
@@ -147,3 +149,68 @@ type errTimeout struct{}
 func (errTimeout) Error() string   { return "i/o timeout" }
 func (errTimeout) Timeout() bool   { return true }
 func (errTimeout) Temporary() bool { return true }
+
+// A body that transforms make grow is filtered in memory charged first: the
+// charge covers the filtered body whatever its size, up to what a body of
+// MaxBody may become; beyond, 413 body_too_large. Either way the memory is
+// given back at the end.
+func TestFilteredGrowthCharged(t *testing.T) {
+	pol, err := engine.Load(context.Background(), policies.FS, engine.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := func(n int) []byte {
+		b := []byte(`{"events":[{"type":"webinar.joined","attendee_ref":[0`)
+		for len(b)+4 <= n {
+			b = append(b, ",1"...)
+		}
+		return append(b, "]}]}"...)
+	}
+	for _, tt := range []struct {
+		name    string
+		maxBody int64
+		body    []byte
+		code    engine.Code
+	}{
+		{"grows 33 times", 10 << 20, events(64 << 10), ""},
+		{"would outgrow what max-body may become", 1 << 20, events(64 << 10), engine.CodeBodyTooLarge},
+		{"would outgrow the whole body memory", 10 << 20, events(256 << 10), engine.CodeBodyTooLarge},
+		{"ordinary", 10 << 20, []byte(`{"events":[{"type":"webinar.joined","attendee_ref":"att_1"}]}`), ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			// 4 MiB of body memory: a body of 10 MiB could not be read
+			// whole either; the filtered form of 256 KiB of one-digit
+			// values under hmac would be 8.4 MiB.
+			p := testPipeline(t, Config{Service: "analytics", MaxBody: tt.maxBody, BodyMemory: 4 << 20})
+			p.cfg.Engine.Swap(pol)
+			x := p.Begin(&Request{Method: "POST", Scheme: "http", Host: "ingest.webinar-group.example", Path: "/v1/events",
+				Header: http.Header{"Content-Type": {"application/json"}, "X-Data-Purpose": {"processing"}},
+				Body:   bytes.NewReader(tt.body), ContentLength: int64(len(tt.body))})
+			if err := x.Decide(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			out, err := x.Minimize(context.Background())
+			if tt.code != "" {
+				if engine.CodeOf(err) != tt.code || !strings.Contains(err.Error(), "transforms") {
+					t.Fatalf("err %v, want %s", err, tt.code)
+				}
+			} else {
+				if err != nil {
+					t.Fatal(err)
+				}
+				// The body and its filtered form are both in memory:
+				// at least what was charged as the body was read, and
+				// at least the two of them.
+				n := int64(len(tt.body))
+				if charged := x.charged.n.Load(); charged < bodyCost(n) || charged < n+int64(len(out.Body)) {
+					t.Errorf("charged %d bytes for a %d-byte body filtered to %d", charged, len(tt.body), len(out.Body))
+				}
+			}
+			x.End()
+			if !p.budget.sem.TryAcquire(p.budget.total) {
+				t.Fatal("the body memory was not given back")
+			}
+			p.budget.sem.Release(p.budget.total)
+		})
+	}
+}

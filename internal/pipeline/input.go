@@ -30,7 +30,14 @@ func (x *Exchange) check() (string, error) {
 		return "", malformed(engine.CodeBadRequest, "bad port")
 	}
 	for _, h := range []string{"X-Data-Requester", "X-Legal-Approver"} {
-		if v := r.Header.Get(h); v != "" {
+		v := r.Header.Get(h)
+		switch {
+		case v == "":
+		case x.p.cfg.LegalTokens:
+			if err := tokenShape(strings.TrimSpace(v)); err != nil {
+				return "", malformed(engine.CodeBadRequest, fmt.Sprintf("%s is not a token of the identity provider: %v", h, err))
+			}
+		default:
 			if _, err := personName(v); err != nil {
 				return "", malformed(engine.CodeBadRequest, fmt.Sprintf("%s is not a valid name: %v", h, err))
 			}
@@ -55,6 +62,50 @@ func personName(s string) (string, error) {
 		return "", fmt.Errorf("characters a person's name cannot have (PRECIS Nickname, RFC 8266)")
 	}
 	return k, nil
+}
+
+// maxToken bounds an identity token. An identity provider's JWT is a few
+// hundred bytes to a few KiB; the policy verifies it on every legal request.
+const maxToken = 8 << 10
+
+// tokenShape checks that s looks like a signed JWT in compact form (three
+// base64url parts), before the policy spends a signature check on it. What
+// it says is the policy's to verify.
+func tokenShape(s string) error {
+	if len(s) > maxToken {
+		return fmt.Errorf("longer than %d bytes", maxToken)
+	}
+	dots := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '.':
+			dots++
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return fmt.Errorf("not a JWT (three base64url parts separated by dots)")
+		}
+	}
+	if dots != 2 {
+		return fmt.Errorf("not a JWT (three base64url parts separated by dots)")
+	}
+	return nil
+}
+
+// isLegal reports whether purpose is the legal one, as the policy reads it.
+func isLegal(purpose string) bool { return strings.EqualFold(strings.TrimSpace(purpose), "legal") }
+
+// twoVerifiedPeople is the pipeline's own check, with identity tokens, of
+// what the policy allowed: a legal disclosure leaves only when the decision
+// names two different people it verified. A policy that does not verify the
+// tokens (one written before legal_jwks, say) would otherwise compare two
+// token strings, and two tokens of one person differ.
+func twoVerifiedPeople(d *engine.Decision) error {
+	id := d.Identities
+	if id == nil || id.Requester == "" || id.Approver == "" || id.Requester == id.Approver {
+		return malformed(engine.CodeApproverRequired,
+			"the policy allowed a legal disclosure without naming two different verified people (identities): with identity tokens, Pare sends none")
+	}
+	return nil
 }
 
 func malformed(code engine.Code, reason string) *engine.Error {
@@ -191,17 +242,24 @@ func cleanPath(raw string) (string, error) {
 // "Payment" is a payment, and recorded as one.
 func purposeOf(v string) string { return strings.ToLower(strings.TrimSpace(v)) }
 
-// nameOf is personName for a header check has accepted.
-func nameOf(v string) string {
-	if v == "" {
+// person is what the policy gets of a requester or approver header check
+// has accepted: the token as sent, or the name in its compared form.
+func (p *Pipeline) person(v string) string {
+	switch {
+	case v == "":
 		return ""
+	case p.cfg.LegalTokens:
+		return strings.TrimSpace(v)
 	}
 	k, _ := personName(v)
 	return k
 }
 
-// credentialHeaders are put in the policy input by name only.
-var credentialHeaders = map[string]bool{"authorization": true, "cookie": true, "proxy-authorization": true}
+// credentialHeaders are put in the policy input by name only. The legal
+// headers are in the input as input.requester and input.approver; as
+// headers they would be one more copy, of what may be a token.
+var credentialHeaders = map[string]bool{"authorization": true, "cookie": true, "proxy-authorization": true,
+	"x-data-requester": true, "x-legal-approver": true}
 
 // input builds the policy input for a checked request.
 func (p *Pipeline) input(r *Request, path string) *engine.Input {
@@ -224,8 +282,8 @@ func (p *Pipeline) input(r *Request, path string) *engine.Input {
 		Subject:    strings.TrimSpace(h.Get("X-Data-Subject")),
 		GPC:        strings.TrimSpace(h.Get("X-Data-GPC")) == "1",
 		LegalBasis: strings.TrimSpace(h.Get("X-Legal-Basis")),
-		Requester:  nameOf(h.Get("X-Data-Requester")),
-		Approver:   nameOf(h.Get("X-Legal-Approver")),
+		Requester:  p.person(h.Get("X-Data-Requester")),
+		Approver:   p.person(h.Get("X-Legal-Approver")),
 		Service:    p.cfg.Service,
 	}
 	if r.RawQuery != "" {

@@ -17,6 +17,7 @@ type Metrics struct {
 	consentErrors   prometheus.Counter
 	ledgerErrors    prometheus.Counter
 	legal           *prometheus.CounterVec
+	bodyRegrown     prometheus.Counter
 	Reloads         *prometheus.CounterVec
 	Revision        *prometheus.GaugeVec
 	LastReload      prometheus.Gauge
@@ -60,6 +61,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "pare", Subsystem: "egress", Name: "legal_disclosures_total",
 			Help: "Disclosures for purpose legal (each with a legal basis and a second approver in the ledger), by vendor.",
 		}, []string{"vendor"}),
+		bodyRegrown: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "pare", Subsystem: "egress", Name: "filter_regrowths_total",
+			Help: "Bodies filtered again in a larger buffer, charged to the body memory first, because transforms made the filtered body outgrow the memory charged with it.",
+		}),
 		Reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "pare", Subsystem: "policy", Name: "reloads_total",
 			Help: "Policy loads by result (success or failure).",
@@ -75,7 +80,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.fieldsRemoved, m.decisionSeconds, m.upstreamSeconds,
-			m.inFlight, m.consentErrors, m.ledgerErrors, m.legal, m.Reloads, m.Revision, m.LastReload)
+			m.inFlight, m.consentErrors, m.ledgerErrors, m.legal, m.bodyRegrown, m.Reloads, m.Revision, m.LastReload)
 	}
 	return m
 }

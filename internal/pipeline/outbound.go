@@ -87,8 +87,9 @@ type minimized struct {
 }
 
 // minimize applies d to the headers, query and body, writing a filtered
-// body into dst. It is the one place a request is cut down.
-func minimize(dst []byte, d *engine.Decision, header http.Header, rawQuery string, body []byte) (*minimized, error) {
+// body of at most maxOut bytes (0: no bound) into dst. It is the one place
+// a request is cut down.
+func minimize(dst []byte, d *engine.Decision, header http.Header, rawQuery string, body []byte, maxOut int64) (*minimized, error) {
 	query, qrep, err := d.FilterQuery(rawQuery)
 	if err != nil {
 		return nil, err
@@ -99,7 +100,7 @@ func minimize(dst []byte, d *engine.Decision, header http.Header, rawQuery strin
 	}
 	removeHopByHop(h)
 	hrep := d.FilterHeaders(h)
-	filtered, brep, err := d.FilterBody(dst, header.Get("Content-Type"), body)
+	filtered, brep, err := d.FilterBody(dst, header.Get("Content-Type"), body, int(maxOut))
 	if err != nil {
 		return nil, err
 	}

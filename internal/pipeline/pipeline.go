@@ -51,6 +51,13 @@ type Config struct {
 	// refused with 503 overloaded; 0 means DefaultBodyWait.
 	BodyWait time.Duration
 	DryRun   bool
+	// LegalTokens: X-Data-Requester and X-Legal-Approver carry tokens of the
+	// company's identity provider (legal_jwks), which the policy verifies,
+	// rather than names. They are then checked as tokens, the ledger records
+	// the people the policy verified (Decision.Identities), never the
+	// tokens, and a legal disclosure leaves only when the policy names two
+	// different verified people.
+	LegalTokens bool
 	// PathKey keys the hash of request paths in the ledger (PathKey derives
 	// it from the hmac master key); nil means a random key per process.
 	PathKey []byte
@@ -270,6 +277,11 @@ func (x *Exchange) Decide(ctx context.Context) error {
 		return err
 	}
 	x.decision = d
+	if d.Allow && x.p.cfg.LegalTokens && isLegal(x.in.Purpose) {
+		if err := twoVerifiedPeople(d); err != nil {
+			return err
+		}
+	}
 	// Dry run relaxes masking only: a refusal (unknown vendor, missing
 	// consent, a blocked card number, a malformed body) is enforced in dry
 	// run too, because dry run exists to try a contract's field list on a
@@ -305,14 +317,7 @@ func (x *Exchange) Minimize(ctx context.Context) (*Outbound, error) {
 		}
 	}
 	x.bytesIn = int64(len(x.body))
-	var dst []byte
-	if len(x.body) > 0 && d.Body == engine.BodyFilter {
-		// Charged with the body as it was read (bodyCost).
-		b := getBuf(int(filteredCap(int64(len(x.body)))))
-		x.held.add(b)
-		dst = *b
-	}
-	m, err := minimize(dst, d, x.req.Header, x.req.RawQuery, x.body)
+	m, err := x.minimizeCharged(ctx, d)
 	if err != nil {
 		return nil, err
 	}

@@ -53,7 +53,15 @@ func (x *Exchange) record(kind, outcome string, status int) *ledger.Record {
 	if in := x.in; in != nil {
 		rec.Host, rec.Method = in.Host, in.Method
 		rec.Path, rec.PathHash = x.recordedPath(v), PathHash(x.p.pathKey, in.Path)
-		rec.LegalBasis, rec.Requester, rec.Approver = in.LegalBasis, in.Requester, in.Approver
+		rec.LegalBasis = in.LegalBasis
+		switch {
+		case !x.p.cfg.LegalTokens:
+			rec.Requester, rec.Approver = in.Requester, in.Approver
+		case d != nil && d.Identities != nil:
+			// The people the policy verified; a token is a credential,
+			// never evidence to keep.
+			rec.Requester, rec.Approver = d.Identities.Requester, d.Identities.Approver
+		}
 	}
 	if d != nil {
 		if x.policy != nil && kind == ledger.KindDisclosure {
