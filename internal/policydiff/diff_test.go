@@ -334,3 +334,32 @@ func TestCancelled(t *testing.T) {
 		t.Error("a cancelled comparison returned a report")
 	}
 }
+
+// A NEW policy that fails to decide some requests (a conflict at
+// evaluation) refuses them, as a sidecar does, and the report says how
+// many it failed and why: a reviewer must not read the narrowing as a
+// deliberate one.
+func TestNewPolicyFailsToDecide(t *testing.T) {
+	m := variant(t).(fstest.MapFS)
+	m["conflict.rego"] = &fstest.MapFile{Data: []byte(`package egress
+
+deny contains {"rank": 5, "code": "denied", "reason": boom} if input.purpose == "support"
+
+boom := "a" if input.purpose == "support"
+
+boom := "b" if input.purpose == "support"
+`)}
+	r, err := Compare(context.Background(), side(t, "old", policies.FS), side(t, "new", m),
+		Options{Filter: only("zendesk", "POST", "/api/v2/tickets{,.json}", "support"), Scope: "Zendesk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Widens || !hasChange(r, Change{Effect: Narrows, Kind: KindRefused, Vendor: "zendesk", New: "policy_error"}) {
+		t.Errorf("widens %v, groups %+v", r.Widens, r.Groups)
+	}
+	if !slices.ContainsFunc(r.Notes, func(n string) bool {
+		return strings.Contains(n, "NEW failed to decide") && strings.Contains(n, "policy_error")
+	}) {
+		t.Errorf("notes %q: want NEW's failures counted", r.Notes)
+	}
+}
