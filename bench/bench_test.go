@@ -11,12 +11,13 @@ import (
 	"time"
 )
 
-// TestQuick builds cmd/bench and cmd/proxy and runs the quick mode for rows
-// 1–3 and 6 and the 413 check: it proves the harness works and that every
-// request of the workload gets the answer it should (200, or Pare's refusal
-// where the mix expects one), and asserts nothing about speed. Row 4
-// needs an OPA binary (a minute or two to build the first time): CI runs it
-// with `go run ./cmd/bench --quick`.
+// TestQuick builds cmd/bench and cmd/proxy and runs the quick mode for
+// every row but 4, the 413 check and the tunnel check: it proves the
+// harness works, that every request of the workload gets the answer it
+// should (200, or Pare's refusal where the mix expects one) and that Pare's
+// three front ends send the vendor the same bytes, and asserts nothing
+// about speed. Row 4 needs an OPA binary (a minute or two to build the
+// first time): CI runs it with `go run ./cmd/bench --quick`.
 func TestQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the proxy; skipped with -short")
@@ -42,7 +43,7 @@ func TestQuick(t *testing.T) {
 	var log bytes.Buffer
 	res, err := Run(ctx, Config{
 		Quick:      true,
-		Rows:       []int{RowFloor, RowReverseProxy, RowPare, RowRealistic},
+		Rows:       []int{RowFloor, RowReverseProxy, RowPare, RowExtProc, RowRealistic, RowTunnel, RowDropIn},
 		PayloadDir: filepath.Join("testdata", "payloads"),
 		RepoDir:    repo,
 		SelfBin:    self,
@@ -54,8 +55,10 @@ func TestQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if na, ok := res.RowNA[RowPare]; ok {
-		t.Fatalf("Pare did not run: %s", na)
+	for _, row := range []int{RowPare, RowExtProc, RowDropIn} {
+		if na, ok := res.RowNA[row]; ok {
+			t.Fatalf("%s did not run: %s", RowName(row), na)
+		}
 	}
 	if f := res.Failures(); len(f) > 0 {
 		t.Fatalf("failures:\n%s", strings.Join(f, "\n"))
@@ -70,23 +73,32 @@ func TestQuick(t *testing.T) {
 				t.Fatalf("%s / %s: no clean sample: %+v", RowName(row), w.Name, c)
 			}
 			got := c.Sample.VendorBytes / int64(c.Sample.Requests)
+			pare := enforces(row)
 			switch {
-			case w.Mix != nil && (row == RowPare || row == RowRealistic):
+			case w.Mix != nil && pare:
 				// Refusals send nothing, filters remove: less than sent.
 				if got >= int64(w.Size()) {
-					t.Errorf("Pare / %s: the stub received %d bytes per request, the mix sends %d on average: nothing was removed", w.Name, got, w.Size())
+					t.Errorf("%s / %s: the stub received %d bytes per request, the mix sends %d on average: nothing was removed", RowName(row), w.Name, got, w.Size())
 				}
 			case w.Mix != nil:
 				// The bodies differ from request to request: the mean holds over whole turns of the mix only.
-			case row != RowPare && got != int64(w.Size()):
+			case !pare && got != int64(w.Size()):
 				t.Errorf("%s / %s: the stub received %d bytes per request, want the %d sent", RowName(row), w.Name, got, w.Size())
-			case row == RowPare && got >= int64(w.Size()):
-				t.Errorf("Pare / %s: the stub received %d bytes per request of %d sent: nothing was removed", w.Name, got, w.Size())
+			case pare && got >= int64(w.Size()):
+				t.Errorf("%s / %s: the stub received %d bytes per request of %d sent: nothing was removed", RowName(row), w.Name, got, w.Size())
+			case pare:
+				// One pipeline behind every front end: the same bytes leave.
+				if p := res.Cell(RowPare, w.Name, c.Conc).Sample; got != p.VendorBytes/int64(p.Requests) {
+					t.Errorf("%s / %s: the stub received %d bytes per request, through row 3 %d", RowName(row), w.Name, got, p.VendorBytes/int64(p.Requests))
+				}
 			}
 		}
 	}
 	if !res.Limit.OK() {
 		t.Errorf("413 check: %+v", res.Limit)
+	}
+	if !res.Tunnel.OK() {
+		t.Errorf("tunnel check: %+v", res.Tunnel)
 	}
 	if md := res.Markdown("latency.svg"); !strings.Contains(md, "checkout.json") {
 		t.Errorf("markdown lacks the payloads:\n%s", md)

@@ -6,12 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -41,7 +37,12 @@ func (r *runner) memoryCheck(ctx context.Context, payloads string) (*MemoryCheck
 	if err != nil {
 		return nil, err
 	}
-	w := &ws[len(ws)-1]
+	// By size, not position: the mix is appended after the attendee arrays.
+	i := slices.IndexFunc(ws, func(w Workload) bool { return w.Nominal == 10<<20 })
+	if i < 0 {
+		return nil, errors.New("no 10 MiB attendee array")
+	}
+	w := &ws[i]
 	in := &instanceProcs{}
 	defer func() { r.ps.stop(in.all...) }()
 	if err := r.startRow(ctx, RowPare, in); err != nil {
@@ -173,57 +174,6 @@ func oversized(ctx context.Context, addr string, declared int64, chunked, stream
 	}
 	resp.Body.Close()
 	return resp.StatusCode, elapsed, n, nil
-}
-
-// profile takes a CPU profile of a fresh Pare through its admin
-// /debug/pprof/profile while checkout.json runs at concurrency 16, and
-// returns `go tool pprof -top` of it and where the profile was saved.
-func (r *runner) profile(ctx context.Context, w *Workload, seconds int) (string, string, error) {
-	in := &instanceProcs{}
-	defer func() { r.ps.stop(in.all...) }()
-	if err := r.startRow(ctx, RowPare, in); err != nil {
-		return "", "", err
-	}
-	const conc = 16
-	cl := newClient(in.target, in.stubAddr, r.roots, conc)
-	defer cl.close()
-	cl.run(ctx, w, conc, 500) // warm-up
-	until := time.Now().Add(time.Duration(seconds)*time.Second + 2*time.Second)
-	done := make(chan *Sample, 1)
-	go func() { done <- cl.runUntil(ctx, w, conc, 1<<30, until) }()
-	r.logf("profiling Pare for %ds under %s at c=%d", seconds, w.Name, conc)
-	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", in.admin, seconds)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := (&http.Client{Timeout: time.Duration(seconds+30) * time.Second}).Do(req)
-	if err != nil {
-		<-done
-		return "", "", err
-	}
-	prof, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	s := <-done
-	if err != nil {
-		return "", "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", "", fmt.Errorf("%s: HTTP %d: %s", url, resp.StatusCode, oneLine(string(prof), 200))
-	}
-	file := filepath.Join(os.TempDir(), fmt.Sprintf("pare-cpu-%s.pprof", time.Now().Format("20060102-150405")))
-	if err := os.WriteFile(file, prof, 0o644); err != nil {
-		return "", "", err
-	}
-	var out bytes.Buffer
-	fmt.Fprintf(&out, "load during the profile: %d requests, %.0f req/s, %d errors\n\n", s.Requests, s.RPS(), s.Errors)
-	for _, args := range [][]string{{"-top", "-nodecount=25"}, {"-top", "-cum", "-nodecount=25"}} {
-		cmd := exec.CommandContext(ctx, goTool(), append(append([]string{"tool", "pprof"}, args...), r.pare, file)...)
-		b, err := cmd.CombinedOutput()
-		if err != nil {
-			return "", file, errors.Join(err, errors.New(oneLine(string(b), 300)))
-		}
-		out.Write(b)
-		out.WriteString("\n")
-	}
-	return out.String(), file, nil
 }
 
 // DecisionCheck measures issue 4's "decision cost independent of body size"

@@ -49,7 +49,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		writeSet, noLog bool
 	)
 	fs.BoolVar(&cfg.Quick, "quick", false, "a few seconds: few requests, one concurrency, small payloads, all rows that work; writes nothing (CI smoke run)")
-	fs.StringVar(&rows, "rows", "", "comma-separated rows to run (default 1,2,3,4,5)")
+	fs.StringVar(&rows, "rows", "", "comma-separated rows to run (default 1-8; 9 with --baseline)")
 	fs.StringVar(&concs, "conc", "", "comma-separated concurrencies (default 1,16,64; quick: 4)")
 	fs.StringVar(&sizes, "sizes", "", "comma-separated attendee-array sizes in bytes, KiB or MiB, e.g. 1KiB,64KiB (default 1KiB,64KiB,1MiB,10MiB; quick: 1KiB,64KiB)")
 	fs.Float64Var(&cfg.Scale, "scale", 1, "multiply the per-cell request counts (full mode)")
@@ -57,6 +57,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.PayloadDir, "payloads", "", "sample payloads (default: REPO/../shared/payloads, else REPO/bench/testdata/payloads)")
 	fs.StringVar(&cfg.ProxyBin, "proxy-bin", "", "Pare binary (default: go build ./cmd/proxy)")
 	fs.StringVar(&cfg.OPABin, "opa-bin", "", "OPA binary (default: built from the version pinned in go.mod, cached)")
+	fs.StringVar(&cfg.Baseline, "baseline", "", "git revision: adds row 9, Pare built from it, beside row 3 (before/after in one run)")
+	fs.StringVar(&cfg.BaselineBin, "baseline-bin", "", "row 9's Pare binary, prebuilt from the --baseline revision")
 	fs.StringVar(&cfg.Policies, "policies", "", "Pare --policies directory; row 4 uses its contracts/ (default: the bundled policies)")
 	fs.Func("only", "comma-separated payload name prefixes to run, e.g. checkout.json,attendees (default: all)", func(v string) error {
 		cfg.Only = append(cfg.Only, strings.Split(v, ",")...)
@@ -67,8 +69,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&md, "md", "", "markdown file whose generated section is replaced (default: REPO/BENCHMARKS.md)")
 	fs.StringVar(&svg, "svg", "", "plot file (default: REPO/bench/latency.svg)")
 	fs.BoolVar(&write, "write", true, "write the markdown and the plot (always off with --quick unless given)")
-	fs.BoolVar(&checks, "checks", true, "run the 413 check and (full mode) the memory check against Pare")
-	fs.IntVar(&profile, "profile", 10, "seconds of CPU profile of Pare under checkout.json at c=16 (full mode; 0: none)")
+	fs.BoolVar(&checks, "checks", true, "run the 413 and tunnel checks and (full mode) the memory and decision checks")
+	fs.IntVar(&profile, "profile", 10, "seconds of each CPU profile: Pare under checkout.json and ticket.json, ext_proc and HTTPS_PROXY under checkout.json, at c=16 (full mode; 0: none)")
 	fs.BoolVar(&noLog, "q", false, "no progress lines")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -195,6 +197,9 @@ func (r *Results) Failures() []string {
 	}
 	if r.Limit != nil && r.Limit.Err != "" {
 		out = append(out, "413 check: "+r.Limit.Err)
+	}
+	if r.Tunnel != nil && r.Tunnel.Err != "" {
+		out = append(out, "tunnel check: "+r.Tunnel.Err)
 	}
 	return out
 }

@@ -61,39 +61,71 @@ func (s *Sample) Quantile(q float64) time.Duration {
 	return s.Latencies[i]
 }
 
-// client sends the workload either to the vendor stub directly (proxy == "")
-// over TLS, or through a proxy in plain HTTP, absolute-form, as an app with
-// HTTP_PROXY set does.
+// client sends the workload one of four ways: to the vendor stub directly
+// over TLS (proxy == ""); through a proxy in plain HTTP, absolute-form, as
+// an app with HTTP_PROXY set does; through a proxy's CONNECT tunnel with
+// https:// URLs, as an app with HTTPS_PROXY set does (tunnel: TLS inside the
+// tunnel, verified against roots); or as Envoy with Pare's ext_proc filter
+// (ext: see extprocClient).
 type client struct {
-	hc    *http.Client
-	proxy string
+	hc     *http.Client
+	proxy  string
+	tunnel bool
+	ext    *extprocClient
 }
 
+// clientMode says how a client reaches its target.
+type clientMode int
+
+const (
+	viaPlain   clientMode = iota // HTTP_PROXY (or the stub directly when there is no proxy)
+	viaTunnel                    // HTTPS_PROXY: CONNECT, TLS inside
+	viaExtproc                   // Envoy's side of ext_proc, then the vendor
+)
+
 func newClient(proxy, stub string, roots *x509.CertPool, conc int) *client {
+	return newClientVia(viaPlain, proxy, stub, roots, conc)
+}
+
+// newClientVia builds a client of mode. roots verify the vendor's
+// certificate (direct and ext_proc) or the one inside the tunnel (Pare's CA
+// when it intercepts, the stub's through a blind tunnel).
+func newClientVia(mode clientMode, proxy, stub string, roots *x509.CertPool, conc int) *client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = 4 * conc
 	tr.MaxIdleConnsPerHost = conc
 	tr.DisableCompression = true
 	// HTTP/1.1 both ways, one keep-alive connection per worker: the direct
 	// client differs from the proxied ones only by the hop (and TLS).
+	// Through a tunnel the same: one tunnel per worker, kept, carrying
+	// request after request.
 	tr.ForceAttemptHTTP2 = false
-	if proxy != "" {
+	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	switch {
+	case mode == viaExtproc:
+		return &client{ext: newExtprocClient(proxy, stub, roots, conc)}
+	case proxy != "":
 		tr.Proxy = http.ProxyURL(&url.URL{Scheme: "http", Host: proxy})
-	} else {
+	default:
 		tr.Proxy = nil
 		d := &net.Dialer{Timeout: 5 * time.Second}
 		tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, network, stub)
 		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	}
-	return &client{hc: &http.Client{Transport: tr, Timeout: 2 * time.Minute}, proxy: proxy}
+	return &client{hc: &http.Client{Transport: tr, Timeout: 2 * time.Minute}, proxy: proxy, tunnel: mode == viaTunnel}
 }
 
-func (c *client) close() { c.hc.CloseIdleConnections() }
+func (c *client) close() {
+	if c.ext != nil {
+		c.ext.close()
+		return
+	}
+	c.hc.CloseIdleConnections()
+}
 
 func (c *client) url(r *request) string {
-	if c.proxy != "" {
+	if c.proxy != "" && !c.tunnel {
 		return "http://" + r.Host + r.Path
 	}
 	return "https://" + r.Host + r.Path
@@ -101,6 +133,9 @@ func (c *client) url(r *request) string {
 
 // do sends one request and reads the whole response.
 func (c *client) do(ctx context.Context, r *request) (status int, vendorBytes int64, msg string, err error) {
+	if c.ext != nil {
+		return c.ext.do(ctx, r)
+	}
 	var body io.Reader
 	if r.Body != nil {
 		body = bytes.NewReader(r.Body)
@@ -109,15 +144,8 @@ func (c *client) do(ctx context.Context, r *request) (status int, vendorBytes in
 	if err != nil {
 		return 0, 0, "", err
 	}
-	if r.ContentType != "" {
-		req.Header.Set("Content-Type", r.ContentType)
-	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Authorization", "Bearer bench-token")
-	req.Header.Set("X-Data-Purpose", r.Purpose)
-	req.Header.Set("X-Data-Subject", r.Subject)
-	if r.GPC {
-		req.Header.Set("X-Data-GPC", "1")
+	for _, h := range r.appHeaders() {
+		req.Header.Set(h[0], h[1])
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -133,6 +161,21 @@ func (c *client) do(ctx context.Context, r *request) (status int, vendorBytes in
 	}
 	vb, _ := strconv.ParseInt(resp.Header.Get(ReceivedHeader), 10, 64)
 	return resp.StatusCode, vb, msg, nil
+}
+
+// appHeaders are the headers the app sends with r, besides the framing
+// (content-length) its HTTP client adds.
+func (r *request) appHeaders() [][2]string {
+	h := make([][2]string, 0, 6)
+	if r.ContentType != "" {
+		h = append(h, [2]string{"Content-Type", r.ContentType})
+	}
+	h = append(h, [2]string{"Accept", "application/json"}, [2]string{"Authorization", "Bearer bench-token"},
+		[2]string{"X-Data-Purpose", r.Purpose}, [2]string{"X-Data-Subject", r.Subject})
+	if r.GPC {
+		h = append(h, [2]string{"X-Data-GPC", "1"})
+	}
+	return h
 }
 
 // sequence says which requests of a workload a client sends: the mix

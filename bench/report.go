@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -77,6 +78,27 @@ func (r *Results) AddedRatio(row, other int, payload string, conc int, q float64
 	return a / b, true
 }
 
+// CPUPerRequest is the CPU seconds per request of row's server processes
+// in a cell.
+func (r *Results) CPUPerRequest(row int, payload string, conc int) (float64, bool) {
+	c := r.Cell(row, payload, conc)
+	if c == nil || c.Sample == nil || c.Sample.Requests == 0 {
+		return 0, false
+	}
+	return c.CPUSeconds / float64(c.Sample.Requests), true
+}
+
+// CPURatio is row's CPU per request over other's (same payload and
+// concurrency).
+func (r *Results) CPURatio(row, other int, payload string, conc int) (float64, bool) {
+	a, ok1 := r.CPUPerRequest(row, payload, conc)
+	b, ok2 := r.CPUPerRequest(other, payload, conc)
+	if !ok1 || !ok2 || b <= 0 {
+		return 0, false
+	}
+	return a / b, true
+}
+
 func ratio(v float64, ok bool) string {
 	if !ok {
 		return "–"
@@ -131,6 +153,24 @@ func (r *Results) Targets() []Target {
 	v, ok = r.AddedRatio(RowPare, RowOPA, p, c, 0.99)
 	add(fmt.Sprintf("Pare added p99 ≤ 0.5× OPA pattern's (checkout.json, c=%d)", c), v, ok, func(x float64) bool { return x <= 0.5 })
 	ts[len(ts)-1].Measured += r.addedNote(RowPare, RowOPA, p, c)
+
+	// Issue 14: the same pipeline behind Envoy's ext_proc. CPU per request
+	// of Pare's process alone: ext_proc makes no vendor call (Envoy does),
+	// serve does; ext_proc waits for the ledger's fsync, as serve does.
+	v, ok = r.CPURatio(RowExtProc, RowPare, p, c)
+	add(fmt.Sprintf("ext_proc CPU per request ≤ 1.2× proxy serve's (Pare's process; checkout.json, c=%d)", c), v, ok, func(x float64) bool { return x <= 1.2 })
+	ts[len(ts)-1].Measured += r.cpuNote(RowExtProc, RowPare, p, c) + r.roundCPUNote(RowExtProc, RowPare, p, c)
+
+	// Issue 9: the proxy's checkout.json throughput before the new card
+	// guard (row 9, built from an earlier revision) and now.
+	if r.Baseline != "" {
+		v, ok = r.ThroughputRatio(RowPare, RowBaseline, p, c)
+		add(fmt.Sprintf("Pare throughput ≥ 0.97× the baseline build's (%s; checkout.json, c=%d)", r.Baseline, c), v, ok, func(x float64) bool { return x >= 0.97 })
+		ts[len(ts)-1].Measured += r.roundNote(RowPare, RowBaseline, p, c)
+		if x, ok := r.CPURatio(RowPare, RowBaseline, p, c); ok {
+			ts[len(ts)-1].Measured += fmt.Sprintf("; CPU per request %.3f×%s", x, r.roundCPUNote(RowPare, RowBaseline, p, c))
+		}
+	}
 
 	// Issue 12: realistic requests (row 6) against identical ones (row 3),
 	// the same mix, in the same cells.
@@ -227,6 +267,34 @@ func (r *Results) roundNote(row, other int, payload string, conc int) string {
 	return fmt.Sprintf(" (rounds %.2f–%.2f)", lo, hi)
 }
 
+// cpuNote shows the two CPU costs a ratio is made of: " (0.21 vs 0.19 ms)".
+func (r *Results) cpuNote(row, other int, payload string, conc int) string {
+	a, ok1 := r.CPUPerRequest(row, payload, conc)
+	b, ok2 := r.CPUPerRequest(other, payload, conc)
+	if !ok1 || !ok2 {
+		return ""
+	}
+	return fmt.Sprintf(" (%s vs %s ms)", fmtMs(a*1000), fmtMs(b*1000))
+}
+
+// roundCPUNote gives the range of the per-round CPU-per-request ratios of
+// row to other.
+func (r *Results) roundCPUNote(row, other int, payload string, conc int) string {
+	a, b := r.Cell(row, payload, conc), r.Cell(other, payload, conc)
+	if a == nil || b == nil || len(a.RoundCPU) < 2 || len(a.RoundCPU) != len(b.RoundCPU) {
+		return ""
+	}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for i := range a.RoundCPU {
+		if b.RoundCPU[i] <= 0 {
+			return ""
+		}
+		x := a.RoundCPU[i] / b.RoundCPU[i]
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	return fmt.Sprintf(" (rounds %.2f–%.2f)", lo, hi)
+}
+
 // roundAddedNote gives the range of the per-round added-p99 ratios of row
 // to other (rounds where other added nothing measurable are left out).
 func (r *Results) roundAddedNote(row, other int, payload string, conc int) string {
@@ -269,7 +337,10 @@ func (r *Results) Markdown(svg string) string {
 	fmt.Fprintf(&b, "- machine: %d CPUs (`nproc`), %s, %s RAM, Linux %s, %s\n\n", m.CPUs, m.Model, m.MemTotal, m.Kernel, m.GoVersion)
 
 	c := r.keyConc()
-	b.WriteString("#### Targets of issues 4 and 12 (ratios from this run)\n\n| target | measured | holds |\n| --- | --- | --- |\n")
+	if r.Baseline != "" {
+		fmt.Fprintf(&b, "Row 9 is `proxy serve` built from revision `%s` of this repository, run with the flags of row 3 it knows.\n\n", r.Baseline)
+	}
+	b.WriteString("#### Targets (ratios from this run)\n\n| target | measured | holds |\n| --- | --- | --- |\n")
 	for _, t := range r.Targets() {
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", t.What, t.Measured, t.Holds)
 	}
@@ -288,6 +359,7 @@ func (r *Results) Markdown(svg string) string {
 			ratio(r.ThroughputRatio(RowPare, RowOPA, w.Name, c)),
 			ratio(r.AddedRatio(RowPare, RowOPA, w.Name, c, 0.99)), added)
 	}
+	r.frontEnds(&b, c)
 	if svg != "" {
 		fmt.Fprintf(&b, "\n#### Latency vs payload size (attendee arrays, c=%d)\n\n![p50 and p99 latency vs body size per row](%s)\n", c, svg)
 	}
@@ -429,6 +501,8 @@ func (r *Results) Markdown(svg string) string {
 				"Target holds: " + yesNo(l.OK()) + ".\n")
 		}
 	}
+	r.tunnelSection(&b)
+	r.profileSection(&b)
 	if r.Profile != "" {
 		fmt.Fprintf(&b, "\n#### CPU profile of Pare (checkout.json, c=16)\n\n<details><summary>go tool pprof -top (flat, then cumulative)</summary>\n\n```\n%s```\n\n</details>\n", r.Profile)
 	}
@@ -480,4 +554,132 @@ func WriteMarkdown(path, md string) error {
 		s += "\n" + block + "\n"
 	}
 	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+// frontEnds writes the comparison of Pare's three front ends at conc: the
+// plain proxy (row 3), ext_proc (row 5) and drop-in HTTPS_PROXY (row 8),
+// with the blind tunnel (row 7) as the floor of the last.
+func (r *Results) frontEnds(b *strings.Builder, conc int) {
+	if !slices.Contains(r.Rows, RowExtProc) && !slices.Contains(r.Rows, RowDropIn) {
+		return
+	}
+	fmt.Fprintf(b, "\n#### Front ends at concurrency %d\n\n", conc)
+	b.WriteString("The same pipeline reached three ways: `proxy serve` as HTTP_PROXY (row 3), `proxy extproc` driven as Envoy drives it (row 5; " +
+		"Envoy's own work, played by the harness, is not counted) and `proxy serve` intercepting HTTPS_PROXY tunnels (row 8), whose floor is " +
+		"a blind CONNECT tunnel (row 7). CPU is Pare's process only, in ms per request; ratios to row 3 unless said.\n\n")
+	b.WriteString("| payload | CPU: serve / ext_proc / HTTPS_PROXY | ext_proc ÷ serve CPU | HTTPS_PROXY ÷ serve CPU | req/s: serve / ext_proc / HTTPS_PROXY / tunnel | ext_proc ÷ serve req/s | HTTPS_PROXY ÷ serve req/s | HTTPS_PROXY ÷ tunnel req/s | added p50 / p99, ms: serve / ext_proc / HTTPS_PROXY |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	cpu := func(row int, w string) string {
+		if v, ok := r.CPUPerRequest(row, w, conc); ok {
+			return fmtMs(v * 1000)
+		}
+		return "–"
+	}
+	rps := func(row int, w string) string {
+		if s := r.sample(row, w, conc); s != nil {
+			return fmt.Sprintf("%.0f", s.RPS())
+		}
+		return "–"
+	}
+	added := func(row int, w string) string {
+		a50, ok1 := r.Added(row, w, conc, 0.5)
+		a99, ok2 := r.Added(row, w, conc, 0.99)
+		if !ok1 || !ok2 {
+			return "–"
+		}
+		return fmtMs(a50) + " / " + fmtMs(a99)
+	}
+	for _, w := range r.Workloads {
+		fmt.Fprintf(b, "| %s | %s / %s / %s | %s%s | %s%s | %s / %s / %s / %s | %s | %s | %s | %s · %s · %s |\n", w.Name,
+			cpu(RowPare, w.Name), cpu(RowExtProc, w.Name), cpu(RowDropIn, w.Name),
+			ratio(r.CPURatio(RowExtProc, RowPare, w.Name, conc)), r.roundCPUNote(RowExtProc, RowPare, w.Name, conc),
+			ratio(r.CPURatio(RowDropIn, RowPare, w.Name, conc)), r.roundCPUNote(RowDropIn, RowPare, w.Name, conc),
+			rps(RowPare, w.Name), rps(RowExtProc, w.Name), rps(RowDropIn, w.Name), rps(RowTunnel, w.Name),
+			ratio(r.ThroughputRatio(RowExtProc, RowPare, w.Name, conc)),
+			ratio(r.ThroughputRatio(RowDropIn, RowPare, w.Name, conc)),
+			ratio(r.ThroughputRatio(RowDropIn, RowTunnel, w.Name, conc)),
+			added(RowPare, w.Name), added(RowExtProc, w.Name), added(RowDropIn, w.Name))
+	}
+}
+
+// tunnelSection writes the tunnel check.
+func (r *Results) tunnelSection(b *strings.Builder) {
+	t := r.Tunnel
+	if t == nil {
+		return
+	}
+	b.WriteString("\n#### Drop-in tunnels: the first request and the later ones\n\n")
+	if t.Err != "" {
+		fmt.Fprintf(b, "Check failed: %s\n", t.Err)
+		return
+	}
+	b.WriteString("checkout.json through a CONNECT tunnel, one request at a time (c=1), Pare (row 8) and a blind tunnel (row 7) taking turns in rounds. " +
+		"A new tunnel is a new TCP connection, CONNECT and a full TLS 1.3 handshake (no session resumption) for one request; a kept tunnel carries request after request. " +
+		"CPU is the proxy process's only (the blind tunnel's handshake is the stub's).\n\n")
+	b.WriteString("| | requests | p50 ms | p99 ms | proxy CPU ms/request |\n| --- | --: | --: | --: | --: |\n")
+	for _, c := range t.Cases {
+		if c.Sample == nil || len(c.Sample.Latencies) == 0 {
+			continue
+		}
+		what := "kept tunnel"
+		if c.NewTunnel {
+			what = "new tunnel per request"
+		}
+		fmt.Fprintf(b, "| %s, %s | %d | %s | %s | %s |\n", RowName(c.Row), what, c.Sample.Requests,
+			fmtDur(c.Sample.Quantile(0.5)), fmtDur(c.Sample.Quantile(0.99)), fmtMs(c.CPUSeconds*1000/float64(c.Sample.Requests)))
+	}
+	if len(t.Minted) > 0 {
+		m := &Sample{Latencies: t.Minted}
+		fmt.Fprintf(b, "| %s, first tunnel to a host (leaf minted) | %d | %s | %s (max) | – |\n", RowName(RowDropIn), len(t.Minted),
+			fmtDur(m.Quantile(0.5)), fmtDur(m.Quantile(1)))
+	}
+	if n, k := t.Case(RowDropIn, true), t.Case(RowDropIn, false); n != nil && k != nil && len(n.Sample.Latencies) > 0 && len(k.Sample.Latencies) > 0 {
+		fmt.Fprintf(b, "\nA new tunnel's request costs Pare %.1f× the CPU of a kept tunnel's and takes %.1f× its median time (+%s ms)",
+			(n.CPUSeconds/float64(n.Sample.Requests))/(k.CPUSeconds/float64(k.Sample.Requests)),
+			ms(n.Sample.Quantile(0.5))/ms(k.Sample.Quantile(0.5)), fmtMs(ms(n.Sample.Quantile(0.5))-ms(k.Sample.Quantile(0.5))))
+		if len(t.Minted) > 0 {
+			fmt.Fprintf(b, "; the first tunnel to a host, whose certificate is minted then, +%s ms over a new tunnel with the certificate cached (medians)",
+				fmtMs(ms((&Sample{Latencies: t.Minted}).Quantile(0.5))-ms(n.Sample.Quantile(0.5))))
+		}
+		b.WriteString(".")
+		if t.Mints > 0 {
+			fmt.Fprintf(b, " Pare's own measure of the %d mints (`pare_tunnel_certificate_mint_duration_seconds`): %s ms each on average.", t.Mints, fmtDur(t.MintMean))
+		}
+		b.WriteString("\n")
+	}
+}
+
+// profileSection writes where each profiled front end's CPU goes.
+func (r *Results) profileSection(b *strings.Builder) {
+	if len(r.Profiles) == 0 {
+		return
+	}
+	b.WriteString("\n#### Where the CPU goes, by front end (CPU profiles at c=16)\n\n")
+	b.WriteString("Shares of each process's CPU: a sample counts in the first part, in the order of the table, with a frame anywhere in its stack " +
+		"(so the shares add up to 100%, and a transport's share is what is left to it once the work it calls is counted). " +
+		"Profiles of fresh processes, one after the other, through the admin listener's /debug/pprof.\n\n| part |")
+	for _, p := range r.Profiles {
+		fmt.Fprintf(b, " %s, %s |", RowName(p.Row), p.Payload)
+	}
+	b.WriteString("\n| --- |" + strings.Repeat(" --: |", len(r.Profiles)) + "\n")
+	for gi, g := range CPUGroups {
+		fmt.Fprintf(b, "| %s |", g.Name)
+		for _, p := range r.Profiles {
+			if p.Err != "" || gi >= len(p.Shares) {
+				b.WriteString(" – |")
+				continue
+			}
+			fmt.Fprintf(b, " %.1f%% |", 100*p.Shares[gi])
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("| load during the profile |")
+	for _, p := range r.Profiles {
+		if p.Err != "" {
+			fmt.Fprintf(b, " failed: %s |", oneLine(p.Err, 80))
+			continue
+		}
+		fmt.Fprintf(b, " %.0f req/s |", p.RPS)
+	}
+	b.WriteString("\n")
 }

@@ -33,10 +33,22 @@ const (
 	// (distinct resources and subjects), beside row 3 sent its identical
 	// requests, in the same cells: issue 12's comparison.
 	RowRealistic = 6
+	// RowTunnel is the bare proxy answering CONNECT with a blind tunnel
+	// to the stub: the floor of HTTPS_PROXY (the app's TLS passes
+	// through unread).
+	RowTunnel = 7
+	// RowDropIn is Pare in drop-in mode: the app sends https:// through
+	// CONNECT (HTTPS_PROXY) and trusts Pare's CA; Pare terminates the TLS,
+	// runs the pipeline and originates TLS to the vendor (issue 13).
+	RowDropIn = 8
+	// RowBaseline is row 3 with Pare built from another revision
+	// (--baseline REV): a before/after comparison in one run.
+	RowBaseline = 9
 )
 
-// AllRows are the rows a run measures by default.
-var AllRows = []int{RowFloor, RowReverseProxy, RowPare, RowOPA, RowExtProc, RowRealistic}
+// AllRows are the rows a run measures by default (row 9 joins them when a
+// baseline is given).
+var AllRows = []int{RowFloor, RowReverseProxy, RowPare, RowOPA, RowExtProc, RowRealistic, RowTunnel, RowDropIn}
 
 // RowName names a row in reports.
 func RowName(row int) string {
@@ -53,6 +65,12 @@ func RowName(row int) string {
 		return "5 Pare ext_proc"
 	case RowRealistic:
 		return "6 Pare, realistic requests"
+	case RowTunnel:
+		return "7 bare CONNECT tunnel"
+	case RowDropIn:
+		return "8 Pare, HTTPS_PROXY"
+	case RowBaseline:
+		return "9 Pare, baseline build"
 	}
 	return fmt.Sprintf("row %d", row)
 }
@@ -72,11 +90,13 @@ type Config struct {
 	SelfBin     string   // a binary with the stub, revproxy and opaproxy subcommands (cmd/bench)
 	ProxyBin    string   // Pare's binary; built from RepoDir when empty
 	OPABin      string   // OPA's binary; built from the module pinned in go.mod when empty
+	Baseline    string   // a git revision of RepoDir: row 9 runs Pare built from it ("": no row 9)
+	BaselineBin string   // row 9's binary, prebuilt (Baseline then only names it)
 	Policies    string   // Pare's --policies ("": bundled); row 4 loads its contracts/ (default RepoDir/policies)
 	WorkDir     string   // temporary files (default: a new temp dir, removed at the end)
 	LedgerDir   string   // where Pare's ledgers go (default WorkDir)
 	Only        []string // run only the payloads whose names start with one of these
-	Checks      bool     // run the 413 check and (full mode) the memory check against Pare
+	Checks      bool     // run the 413 and tunnel checks and (full mode) the memory and decision checks
 	Profile     int      // seconds of CPU profile of Pare under checkout.json at c=16 (0: none)
 	Log         io.Writer
 }
@@ -107,6 +127,9 @@ type Cell struct {
 	RoundRPS []float64
 	// RoundP99 is the p99 latency of each round, for the same purpose.
 	RoundP99 []time.Duration
+	// RoundCPU is the CPU seconds per request of the row's server
+	// processes in each round, for the same purpose.
+	RoundCPU []float64
 }
 
 // Instance is one set of row processes, started fresh for one payload and
@@ -144,7 +167,12 @@ type Results struct {
 	Limit       *LimitCheck
 	Profile     string // go tool pprof -top of Pare
 	ProfileFile string
-	Errors      int // non-200 responses and transport errors over all cells
+	// Profiles split the CPU of each profiled front end (and of Pare under
+	// a payload its card guard scans) into parts: see profileRuns.
+	Profiles []*ProfileShare
+	Tunnel   *TunnelCheck
+	Baseline string // the revision row 9 was built from
+	Errors   int    // non-200 responses and transport errors over all cells
 }
 
 // Cell returns the cell for row, payload and concurrency, or nil.
@@ -172,11 +200,13 @@ type runner struct {
 	ps       *procSet
 	pki      vendorstub.PKI
 	roots    *x509.CertPool
-	pare     string // binary
-	opa      string // binary
-	rego     string // opapattern.rego path
-	hmac     string // hmac key file
-	consents string // the mix's subjects and their consent histories, for Pare's --consents
+	pare     string                     // binary
+	opa      string                     // binary
+	base     string                     // row 9's binary
+	flags    map[string]map[string]bool // binary -> the flags its serve command knows
+	rego     string                     // opapattern.rego path
+	hmac     string                     // hmac key file
+	consents string                     // the mix's subjects and their consent histories, for Pare's --consents
 	rowNA    map[int]string
 	nextID   int
 }
@@ -207,6 +237,9 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 	if cfg.Scale <= 0 {
 		cfg.Scale = 1
 	}
+	if cfg.Baseline != "" && !slices.Contains(cfg.Rows, RowBaseline) {
+		cfg.Rows = append(slices.Clone(cfg.Rows), RowBaseline)
+	}
 	if cfg.SelfBin == "" {
 		return nil, errors.New("bench: Config.SelfBin is required")
 	}
@@ -221,7 +254,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 	r := &runner{cfg: cfg, ps: &procSet{}, rowNA: map[int]string{}}
 	defer r.ps.stopAll()
 
-	res = &Results{Quick: cfg.Quick, Machine: machine(), Started: time.Now(), Rows: cfg.Rows, Concurrency: cfg.Concurrency, RowNA: r.rowNA}
+	res = &Results{Quick: cfg.Quick, Machine: machine(), Started: time.Now(), Rows: cfg.Rows, Concurrency: cfg.Concurrency, RowNA: r.rowNA, Baseline: cfg.Baseline}
 	defer func() {
 		if res != nil { // nil when Run fails early (a timeout, say)
 			res.Elapsed = time.Since(res.Started)
@@ -283,8 +316,14 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 			res.Limit = &LimitCheck{Err: err.Error()}
 		}
 	}
-	if cfg.Profile > 0 && r.has(RowPare) {
-		if res.Profile, res.ProfileFile, err = r.profile(ctx, &ws[0], cfg.Profile); err != nil {
+	if cfg.Checks && r.has(RowDropIn) && r.has(RowTunnel) {
+		if res.Tunnel, err = r.tunnelCheck(ctx, cfg.PayloadDir); err != nil {
+			r.logf("tunnel check: %v", err)
+			res.Tunnel = &TunnelCheck{Err: err.Error()}
+		}
+	}
+	if cfg.Profile > 0 {
+		if res.Profile, res.ProfileFile, res.Profiles, err = r.profiles(ctx, ws, cfg.Profile); err != nil {
 			r.logf("profile: %v", err)
 			res.Profile = "profile failed: " + err.Error()
 		}
@@ -325,15 +364,30 @@ func (r *runner) prepare(ctx context.Context) error {
 	if err := os.WriteFile(r.rego, opaPatternRego, 0o600); err != nil {
 		return err
 	}
-	r.rowNA[RowExtProc] = "n/a (no ext_proc server yet)"
-	if r.has(RowPare) {
+	if r.has(RowPare) || r.has(RowExtProc) || r.has(RowRealistic) || r.has(RowDropIn) {
 		r.pare = r.cfg.ProxyBin
 		if r.pare == "" {
 			r.pare = filepath.Join(r.cfg.WorkDir, "proxy")
 			r.logf("building Pare: go build -o %s ./cmd/proxy", r.pare)
 			if err := goBuild(ctx, r.cfg.RepoDir, r.pare, "./cmd/proxy"); err != nil {
-				r.rowNA[RowPare] = "n/a (cmd/proxy does not build)"
-				r.logf("Pare does not build, row 3 is n/a: %v", err)
+				for _, row := range []int{RowPare, RowExtProc, RowRealistic, RowDropIn} {
+					r.rowNA[row] = "n/a (cmd/proxy does not build)"
+				}
+				r.logf("Pare does not build, its rows are n/a: %v", err)
+			}
+		}
+	}
+	if r.has(RowBaseline) {
+		if r.cfg.Baseline == "" {
+			r.rowNA[RowBaseline] = "n/a (no --baseline)"
+		} else if r.cfg.BaselineBin != "" {
+			r.base = r.cfg.BaselineBin
+		} else {
+			r.base = filepath.Join(r.cfg.WorkDir, "proxy-baseline")
+			r.logf("building Pare at %s (row 9)", r.cfg.Baseline)
+			if err := buildAtRevision(ctx, r.cfg.RepoDir, r.cfg.Baseline, filepath.Join(r.cfg.WorkDir, "baseline-src"), r.base, "./cmd/proxy"); err != nil {
+				r.rowNA[RowBaseline] = "n/a (the baseline does not build)"
+				r.logf("the baseline does not build, row 9 is n/a: %v", err)
 			}
 		}
 	}
@@ -360,6 +414,10 @@ func (r *runner) unsupported(row int, w *Workload) string {
 	}
 	if row == RowRealistic && w.Mix == nil {
 		return "n/a (the mix only)"
+	}
+	if row == RowBaseline && w.Mix != nil {
+		// Another revision may answer the mix's requests otherwise.
+		return "n/a (single-request payloads only)"
 	}
 	return ""
 }
@@ -443,8 +501,7 @@ func (r *runner) measurePayload(ctx context.Context, w *Workload) ([]*Instance, 
 			na(row, why)
 			continue
 		}
-		rr := &rowRun{row: row, in: &instanceProcs{},
-			seq: sequence{realistic: row == RowRealistic, enforcing: row == RowPare || row == RowRealistic}}
+		rr := &rowRun{row: row, in: &instanceProcs{}, seq: sequence{realistic: row == RowRealistic, enforcing: enforces(row)}}
 		runs = append(runs, rr)
 		if err := r.startRow(ctx, row, rr.in); err != nil {
 			if ctx.Err() != nil {
@@ -470,7 +527,7 @@ func (r *runner) measurePayload(ctx context.Context, w *Workload) ([]*Instance, 
 			case rr.row == RowOPA && conc*len(w.Body) > opaInFlightLimit:
 				rr.cell.NA = opaSkip
 			default:
-				rr.cl = newClient(rr.in.target, rr.in.stubAddr, r.roots, conc)
+				rr.cl = newClientVia(rr.in.mode, rr.in.target, rr.in.stubAddr, cmp.Or(rr.in.roots, r.roots), conc)
 				// Warm-up: open the keep-alive connections and let every
 				// process reach its steady state.
 				nw := max(conc, n/10)
@@ -570,6 +627,9 @@ func (r *runner) turn(ctx context.Context, rr *rowRun, w *Workload, conc, n int)
 	c.RoundRPS = append(c.RoundRPS, s.RPS())
 	c.RoundP99 = append(c.RoundP99, s.Quantile(0.99))
 	c.CPUSeconds += cpu1 - cpu0
+	if s.Requests > 0 {
+		c.RoundCPU = append(c.RoundCPU, (cpu1-cpu0)/float64(s.Requests))
+	}
 	if rr.in.admin != "" {
 		d1 := readPareStats(ctx, rr.in.admin)
 		c.Decisions += d1.count - d0.count
@@ -589,6 +649,18 @@ type instanceProcs struct {
 	stubAddr string
 	target   string // proxy address; "" = the client calls the stub directly
 	admin    string // Pare's admin address
+	mode     clientMode
+	roots    *x509.CertPool // what the client verifies (nil: the stub's CA)
+}
+
+// enforces says whether a row's answers are Pare's (its refusals are
+// expected where the mix expects them) rather than always 200.
+func enforces(row int) bool {
+	switch row {
+	case RowPare, RowRealistic, RowExtProc, RowDropIn, RowBaseline:
+		return true
+	}
+	return false
 }
 
 func cpuOf(ps []*proc) (float64, error) {
@@ -615,20 +687,41 @@ func (r *runner) startRow(ctx context.Context, row int, in *instanceProcs) error
 	switch row {
 	case RowFloor:
 		in.measured = []*proc{stub}
-	case RowReverseProxy:
+	case RowReverseProxy, RowTunnel:
 		p, a, err := r.ps.start(ctx, "revproxy", self, []string{"revproxy", "--listen", "127.0.0.1:0", "--stub", addr, "--ca", r.pki.CA}, true)
 		if err != nil {
 			return err
 		}
 		in.all = append(in.all, p)
 		in.measured, in.target = []*proc{p}, a
-	case RowPare, RowRealistic:
-		p, listen, admin, err := r.startPare(ctx, addr)
+		if row == RowTunnel {
+			in.mode = viaTunnel // the stub's certificate, through the tunnel
+		}
+	case RowPare, RowRealistic, RowDropIn, RowExtProc, RowBaseline:
+		bin, sub := r.pare, "serve"
+		switch row {
+		case RowExtProc:
+			sub = "extproc"
+		case RowBaseline:
+			bin = r.base
+		}
+		p, listen, admin, err := r.startPareWith(ctx, bin, sub, addr)
 		if err != nil {
 			return err
 		}
 		in.all = append(in.all, p)
 		in.measured, in.target, in.admin = []*proc{p}, listen, admin
+		switch row {
+		case RowExtProc:
+			in.mode = viaExtproc
+		case RowDropIn:
+			// Every Pare of the run shares one state directory: the CA
+			// the first one generated.
+			in.mode = viaTunnel
+			if in.roots, err = caPool(filepath.Join(r.stateDir(), "ca.crt")); err != nil {
+				return fmt.Errorf("drop-in CA: %w", err)
+			}
+		}
 	case RowOPA:
 		opaAddr, err := freePort()
 		if err != nil {
@@ -663,8 +756,17 @@ func (r *runner) contractsDir() string {
 	return filepath.Join(r.cfg.RepoDir, "policies", "contracts")
 }
 
+func (r *runner) stateDir() string { return filepath.Join(r.cfg.WorkDir, "pare-state") }
+
 // startPare starts `proxy serve` against the stub and waits for /readyz.
 func (r *runner) startPare(ctx context.Context, stubAddr string, extra ...string) (p *proc, listen, admin string, err error) {
+	return r.startPareWith(ctx, r.pare, "serve", stubAddr, extra...)
+}
+
+// startPareWith starts bin's sub command (serve, extproc) with the
+// harness's settings, less the flags bin does not know (a baseline build
+// may predate some), and waits for /readyz.
+func (r *runner) startPareWith(ctx context.Context, bin, sub, stubAddr string, extra ...string) (p *proc, listen, admin string, err error) {
 	if listen, err = freePort(); err != nil {
 		return nil, "", "", err
 	}
@@ -672,10 +774,10 @@ func (r *runner) startPare(ctx context.Context, stubAddr string, extra ...string
 		return nil, "", "", err
 	}
 	r.nextID++
-	args := []string{"serve", "--listen", listen, "--admin", admin, "--service", "billing",
+	args := []string{sub, "--listen", listen, "--admin", admin, "--service", "billing",
 		"--ledger", filepath.Join(cmp.Or(r.cfg.LedgerDir, r.cfg.WorkDir), fmt.Sprintf("pare-bench-ledger-%d-%d.jsonl", os.Getpid(), r.nextID)),
 		"--hmac-key-file", r.hmac, "--upstream-ca", r.pki.CA, "--log-level", "warn", "--consents", r.consents, "--pprof",
-		"--state-dir", filepath.Join(r.cfg.WorkDir, "pare-state")}
+		"--state-dir", r.stateDir()}
 	for _, h := range []string{stripeHost, zendeskHost, eventbriteHost, mailchimpHost} {
 		args = append(args, "--resolve", h+":443:"+stubAddr)
 	}
@@ -683,7 +785,12 @@ func (r *runner) startPare(ctx context.Context, stubAddr string, extra ...string
 		args = append(args, "--policies", r.cfg.Policies)
 	}
 	args = append(args, extra...)
-	if p, _, err = r.ps.start(ctx, "pare", r.pare, args, false); err != nil {
+	// Any build may predate a flag: --proxy-bin and --baseline name
+	// other revisions.
+	if args, err = r.knownFlags(ctx, bin, sub, args); err != nil {
+		return nil, "", "", err
+	}
+	if p, _, err = r.ps.start(ctx, "pare", bin, args, false); err != nil {
 		return nil, "", "", err
 	}
 	if err := waitHTTP(ctx, p, "http://"+admin+"/readyz", 60*time.Second); err != nil {
@@ -691,6 +798,73 @@ func (r *runner) startPare(ctx context.Context, stubAddr string, extra ...string
 		return nil, "", "", err
 	}
 	return p, listen, admin, nil
+}
+
+// knownFlags drops from args (sub first, then --flag value pairs and
+// --flag booleans) the flags bin's sub command does not list in its -h.
+func (r *runner) knownFlags(ctx context.Context, bin, sub string, args []string) ([]string, error) {
+	known, ok := r.flags[bin]
+	if !ok {
+		out, _ := exec.CommandContext(ctx, bin, sub, "-h").CombinedOutput()
+		known = map[string]bool{}
+		for _, line := range strings.Split(string(out), "\n") {
+			if f, ok := strings.CutPrefix(strings.TrimSpace(line), "-"); ok {
+				known[strings.Fields(f + " ")[0]] = true
+			}
+		}
+		if len(known) == 0 {
+			return nil, fmt.Errorf("%s %s -h lists no flags: %s", bin, sub, oneLine(string(out), 200))
+		}
+		if r.flags == nil {
+			r.flags = map[string]map[string]bool{}
+		}
+		r.flags[bin] = known
+	}
+	out := []string{args[0]}
+	for i := 1; i < len(args); i++ {
+		name := strings.TrimPrefix(args[i], "--")
+		hasValue := i+1 < len(args) && !strings.HasPrefix(args[i+1], "--")
+		if known[name] {
+			out = append(out, args[i])
+			if hasValue {
+				out = append(out, args[i+1])
+			}
+		} else {
+			r.logf("%s does not know --%s: left out", bin, name)
+		}
+		if hasValue {
+			i++
+		}
+	}
+	return out, nil
+}
+
+// buildAtRevision builds pkg of repo as it was at rev (git archive into
+// src) into out.
+func buildAtRevision(ctx context.Context, repo, rev, src, out, pkg string) error {
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return err
+	}
+	archive := exec.CommandContext(ctx, "git", "-C", repo, "archive", "--format=tar", rev)
+	untar := exec.CommandContext(ctx, "tar", "-x", "-C", src)
+	pipe, err := archive.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	untar.Stdin = pipe
+	var aerr, terr strings.Builder
+	archive.Stderr, untar.Stderr = &aerr, &terr
+	if err := untar.Start(); err != nil {
+		return err
+	}
+	if err := archive.Run(); err != nil {
+		_ = untar.Wait()
+		return fmt.Errorf("git archive %s: %v: %s", rev, err, oneLine(aerr.String(), 200))
+	}
+	if err := untar.Wait(); err != nil {
+		return fmt.Errorf("tar: %v: %s", err, oneLine(terr.String(), 200))
+	}
+	return goBuild(ctx, src, out, pkg)
 }
 
 // goBuild runs `go build -o out pkg` in dir.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,7 +62,9 @@ func RunStub(ctx context.Context, o ServerOptions, announce io.Writer) error {
 
 // RunReverseProxy serves row 2: a bare httputil.ReverseProxy, plain HTTP in
 // (absolute-form or Host-routed), TLS out to the vendor host, dialled at the
-// stub. No policy, no body handling: the cost of any Go proxy hop.
+// stub. No policy, no body handling: the cost of any Go proxy hop. It also
+// serves row 7, the floor of HTTPS_PROXY: CONNECT to any host is a blind
+// tunnel to the stub (see connectTunnel).
 func RunReverseProxy(ctx context.Context, o ServerOptions, announce io.Writer) error {
 	tr, err := vendorTransport(o.Stub, o.CA)
 	if err != nil {
@@ -75,7 +78,65 @@ func RunReverseProxy(ctx context.Context, o ServerOptions, announce io.Writer) e
 		},
 		Transport: tr,
 	}
-	return serve(ctx, proxyServer(rp), o.Listen, announce, false)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect {
+			connectTunnel(w, o.Stub)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
+	return serve(ctx, proxyServer(h), o.Listen, announce, false)
+}
+
+// connectTunnel answers a CONNECT with a blind tunnel to the stub, as any
+// forward proxy does for HTTPS_PROXY: 200, then bytes both ways unread
+// (TCP to TCP, which Go copies with splice(2) on Linux). It sees none of
+// the TLS inside: what Pare's drop-in mode costs above it is terminating
+// that TLS, the pipeline and originating TLS again.
+func connectTunnel(w http.ResponseWriter, stub string) {
+	up, err := net.DialTimeout("tcp", stub, 5*time.Second)
+	if err != nil {
+		fail(w, http.StatusBadGateway, "vendor_unreachable", err.Error())
+		return
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		up.Close()
+		fail(w, http.StatusInternalServerError, "no_hijack", "the connection cannot be taken over")
+		return
+	}
+	conn, rw, err := hj.Hijack()
+	if err != nil {
+		up.Close()
+		return
+	}
+	defer conn.Close()
+	defer up.Close()
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection Established\r\n\r\n"); err != nil {
+		return
+	}
+	// Bytes the server's reader took past the CONNECT request go first.
+	if n := rw.Reader.Buffered(); n > 0 {
+		b, _ := rw.Reader.Peek(n)
+		if _, err := up.Write(b); err != nil {
+			return
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(conn, up)
+		closeWrite(conn)
+		close(done)
+	}()
+	_, _ = io.Copy(up, conn)
+	closeWrite(up)
+	<-done
+}
+
+func closeWrite(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
 }
 
 // opaInput is what the OPA-pattern proxy posts to OPA for each request.
@@ -212,6 +273,11 @@ func vendorTransport(stub, caFile string) (*http.Transport, error) {
 	if err != nil {
 		return nil, err
 	}
+	return mustVendorTransport(stub, pool), nil
+}
+
+// mustVendorTransport is vendorTransport with the CA already read.
+func mustVendorTransport(stub string, pool *x509.CertPool) *http.Transport {
 	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil
@@ -223,7 +289,7 @@ func vendorTransport(stub, caFile string) (*http.Transport, error) {
 	tr.MaxIdleConns = 1024
 	tr.MaxIdleConnsPerHost = 256
 	tr.DisableCompression = true
-	return tr, nil
+	return tr
 }
 
 func proxyServer(h http.Handler) *http.Server {

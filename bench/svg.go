@@ -13,6 +13,9 @@ var rowColors = map[int]string{
 	RowPare:         "#d62728",
 	RowOPA:          "#2ca02c",
 	RowExtProc:      "#9467bd",
+	RowTunnel:       "#17becf",
+	RowDropIn:       "#ff7f0e",
+	RowBaseline:     "#8c564b",
 }
 
 // SVG plots p50 (solid) and p99 (dashed) latency against body size for the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Issue 9: the card guard holds on every byte that leaves, for card numbers
@@ -148,9 +149,15 @@ func TestCardsInOpaqueUploads(t *testing.T) {
 		// The upload streams: the vendor may see its start, cut short,
 		// but never the card number.
 		wantRefusal(t, p.do(t, upload(body)), 403, "card_number")
+		if !p.Stub.Settle(10 * time.Second) {
+			t.Fatalf("at %d: the hosting provider is still reading the refused upload", at)
+		}
 		for _, r := range p.Stub.Received() {
 			if bytes.Contains(r.Body, []byte("4111 1111 1111")) {
 				t.Fatalf("at %d: the hosting provider received the card number", at)
+			}
+			if !r.Aborted {
+				t.Fatalf("at %d: the hosting provider received a whole upload (%d bytes) that Pare refused", at, len(r.Body))
 			}
 		}
 	}

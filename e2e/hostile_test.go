@@ -44,3 +44,21 @@ func TestSlowSendersDoNotStarve(t *testing.T) {
 		t.Errorf("ledger %+v, want a body_timeout refusal", r)
 	}
 }
+
+// The method the vendor receives is the method the policy decided on: a
+// lower-case "post" is decided and sent as POST, and a method that is no
+// upper-case token after that is refused.
+func TestMethodSentIsMethodDecided(t *testing.T) {
+	t.Parallel()
+	p := startProxy(t, proxyConfig{Service: "support"})
+	r := ticketRequest(t)
+	r.Method = "post"
+	wantOK(t, p.do(t, r))
+	if got := onlyReceived(t, p.Stub); got.Method != "POST" {
+		t.Errorf("the vendor received method %q, want POST", got.Method)
+	}
+	p.Stub.Reset()
+	r.Method = "Patch-me"
+	wantRefusal(t, p.do(t, r), 400, "bad_request")
+	wantNothingReceived(t, p.Stub)
+}

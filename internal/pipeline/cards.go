@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/pare-dev/pare/filters"
 	"github.com/pare-dev/pare/internal/engine"
@@ -17,9 +18,11 @@ import (
 // the body they write; the rest of a request is guarded here, with the
 // decision's guard (engine.Decision.CardGuard) unless it is "allow":
 //
-//   - every decoded segment of the URL path: a card number there is
-//     refused, never redacted (rewriting a path would address another
-//     resource than the one the policy decided on);
+//   - the decoded URL path, as one value: a card number there is refused,
+//     never redacted (rewriting a path would address another resource than
+//     the one the policy decided on). Whole, not segment by segment: "/" is
+//     a separator people write card numbers with ("4111/1111/1111/1111"),
+//     and a "**" route takes it across segments;
 //   - every header value sent: refused, or redacted;
 //   - opaque bodies: scanned whole when in memory, or as they stream to the
 //     vendor (a window carried across reads, never the body buffered), and
@@ -30,15 +33,14 @@ import (
 //
 // The query string is guarded by filters.Query, which writes it.
 
-// guardPath refuses a path with a card number in any segment.
+// guardPath refuses a path with a card number anywhere in it, within a
+// segment or across segments.
 func guardPath(d *engine.Decision, path string) error {
 	if d.CardGuard() == filters.CardsAllow {
 		return nil
 	}
-	for _, seg := range strings.Split(path, "/") {
-		if start, _ := filters.CardIndexString(seg); start >= 0 {
-			return d.CardRefusal("the URL path", filters.ErrCardNumber)
-		}
+	if start, _ := filters.CardIndexString(path); start >= 0 {
+		return d.CardRefusal("the URL path", filters.ErrCardNumber)
 	}
 	return nil
 }
@@ -90,8 +92,9 @@ var everything = func() *filters.Mask {
 	return m
 }()
 
-// originalHasCard reports whether the app's own query, headers or body —
-// what dry run would send — hold a card number.
+// originalHasCard reports whether the app's own query (names and values),
+// headers (names and values) or body — what dry run would send — hold a
+// card number.
 func originalHasCard(contentType, rawQuery string, h http.Header, body []byte) bool {
 	if rawQuery != "" {
 		if q, err := url.ParseQuery(rawQuery); err != nil {
@@ -109,7 +112,12 @@ func originalHasCard(contentType, rawQuery string, h http.Header, body []byte) b
 			}
 		}
 	}
-	for _, vs := range h {
+	for name, vs := range h {
+		// Dry run sends every name the app chose, not only the ones a
+		// contract lists: the names are scanned as the values are.
+		if s, _ := filters.CardIndexString(name); s >= 0 {
+			return true
+		}
 		for _, v := range vs {
 			if s, _ := filters.CardIndexString(v); s >= 0 {
 				return true
@@ -156,16 +164,23 @@ func sentContentType(contentType string) string {
 // bytes pass as soon as they cannot be part of a card number, and a card
 // number ends the body with an error (the transport then aborts the
 // upstream request; the vendor sees a truncated body without the number).
-// It also enforces the body limit while streaming.
+// It also enforces the body limit while streaming, and counts what passed.
 type scanReader struct {
-	src   io.Reader
-	cw    *filters.CardWriter // nil under CardsAllow
-	buf   chunkBuffer
-	read  int64
-	max   int64
-	err   error
-	found error // the card refusal, kept for the exchange
-	tmp   []byte
+	src  io.Reader
+	cw   *filters.CardWriter // nil under CardsAllow
+	buf  chunkBuffer
+	read int64 // bytes read from the app
+	max  int64
+	err  error // why the body ended (io.EOF: whole); nil while it streams
+	card error // the card refusal that ended it
+	tmp  []byte
+
+	// The transport reads the body in its own goroutine, and may still be
+	// reading when RoundTrip returns (a vendor that answers early): the
+	// exchange reads what became of the stream through outcome.
+	mu         sync.Mutex
+	end, found error
+	in, out    int64
 }
 
 // chunkBuffer is what the CardWriter released and the transport has not
@@ -175,6 +190,28 @@ type chunkBuffer struct{ b []byte }
 func (c *chunkBuffer) Write(p []byte) (int, error) { c.b = append(c.b, p...); return len(p), nil }
 
 func (r *scanReader) Read(p []byte) (int, error) {
+	n, err := r.next(p)
+	r.mu.Lock()
+	r.end, r.found, r.in, r.out = r.err, r.card, r.read, r.out+int64(n)
+	r.mu.Unlock()
+	return n, err
+}
+
+// streamOutcome is what became of a stream so far.
+type streamOutcome struct {
+	found error // the card refusal that cut it
+	end   error // what ended it: io.EOF when it was read whole, nil while it streams
+	in    int64 // bytes read from the app
+	out   int64 // bytes handed to the vendor
+}
+
+func (r *scanReader) outcome() streamOutcome {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return streamOutcome{found: r.found, end: r.end, in: r.in, out: r.out}
+}
+
+func (r *scanReader) next(p []byte) (int, error) {
 	for len(r.buf.b) == 0 && r.err == nil {
 		n, err := r.src.Read(r.tmp)
 		r.read += int64(n)
@@ -186,14 +223,14 @@ func (r *scanReader) Read(p []byte) (int, error) {
 			r.buf.b = append(r.buf.b, r.tmp[:n]...)
 		} else if n > 0 {
 			if _, werr := r.cw.Write(r.tmp[:n]); werr != nil {
-				r.err, r.found = werr, werr
+				r.err, r.card = werr, werr
 				break
 			}
 		}
 		if err == io.EOF {
 			if r.cw != nil {
 				if cerr := r.cw.Close(); cerr != nil {
-					r.err, r.found = cerr, cerr
+					r.err, r.card = cerr, cerr
 					break
 				}
 			}

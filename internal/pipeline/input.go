@@ -185,6 +185,12 @@ func cleanPath(raw string) (string, error) {
 	return b.String(), nil
 }
 
+// purposeOf is the declared purpose in the form the policy decides on
+// (egress.rego: lower(trim_space(p)), the same functions), so that the
+// ledger, the logs and the metrics name the purpose that was decided:
+// "Payment" is a payment, and recorded as one.
+func purposeOf(v string) string { return strings.ToLower(strings.TrimSpace(v)) }
+
 // nameOf is personName for a header check has accepted.
 func nameOf(v string) string {
 	if v == "" {
@@ -214,7 +220,7 @@ func (p *Pipeline) input(r *Request, path string) *engine.Input {
 		Port:       port,
 		Path:       path,
 		Headers:    make(map[string]string, len(h)),
-		Purpose:    strings.TrimSpace(h.Get("X-Data-Purpose")),
+		Purpose:    purposeOf(h.Get("X-Data-Purpose")),
 		Subject:    strings.TrimSpace(h.Get("X-Data-Subject")),
 		GPC:        strings.TrimSpace(h.Get("X-Data-GPC")) == "1",
 		LegalBasis: strings.TrimSpace(h.Get("X-Legal-Basis")),

@@ -131,11 +131,22 @@ var standardHeaders = []string{
 	"x-pare-dry-run",
 }
 
+// maxListedBytes bounds the bytes of the names one record lists, all lists
+// together. ledger.MaxListed bounds how many names a list holds, but not
+// how long one is: a JSON path nested 1000 deep in names the contracts use
+// is 20 KB, and 256 of them would take a record past the ledger's 1 MiB
+// line, which it refuses to write (the request would then fail with
+// ledger_unavailable and leave no record). With this bound, and headers
+// bounded by the server, a record stays well inside the line.
+const maxListedBytes = 256 << 10
+
 // names turns report paths into recorded names: prefix is "" for body
-// paths, "query:" or "header:" for the others.
+// paths, "query:" or "header:" for the others. budget, shared by the lists
+// of one record, is what remains of maxListedBytes.
 type names struct {
 	v         *vocabulary
 	seen      map[string]bool
+	budget    *int
 	truncated bool
 }
 
@@ -159,10 +170,11 @@ func (n *names) add(dst []string, prefix string, paths []string) []string {
 		if n.seen[r] {
 			continue
 		}
-		if len(dst) >= ledger.MaxListed {
+		if len(dst) >= ledger.MaxListed || len(r) > *n.budget {
 			n.truncated = true
 			continue
 		}
+		*n.budget -= len(r)
 		n.seen[r] = true
 		dst = append(dst, r)
 	}

@@ -142,7 +142,7 @@ func (x *Exchange) outbound(m *minimized) *Outbound {
 	}
 	return &Outbound{
 		Method:       x.req.Method,
-		URL:          &url.URL{Scheme: scheme, Host: host, Path: x.path, RawQuery: m.Query},
+		URL:          sendURL(scheme, host, x.path, m.Query),
 		Header:       m.Header,
 		Body:         m.Body,
 		BodyReport:   m.BodyReport,
@@ -150,6 +150,19 @@ func (x *Exchange) outbound(m *minimized) *Outbound {
 		HeaderReport: m.HeaderReport,
 		held:         x.held,
 	}
+}
+
+// sendURL is the vendor's URL for the checked, decoded path. net/url leaves
+// ";" unescaped in a path, and servers read it as the start of a path
+// parameter ("/recordings/..;x/" is "/recordings/../" to Tomcat): a ";"
+// here was sent percent-encoded (cleanPath refuses a raw one), so it is
+// data, and it leaves encoded, as Envoy forwards a %3B.
+func sendURL(scheme, host, path, query string) *url.URL {
+	u := &url.URL{Scheme: scheme, Host: host, Path: path, RawQuery: query}
+	if strings.Contains(path, ";") {
+		u.RawPath = strings.ReplaceAll(u.EscapedPath(), ";", "%3B")
+	}
+	return u
 }
 
 // upstreamError turns a failed send into a refusal code.

@@ -385,19 +385,26 @@ func (x *Exchange) Send(ctx context.Context, rt http.RoundTripper, out *Outbound
 	resp, err := rt.RoundTrip(out.HTTPRequest(ctx))
 	x.p.m.upstreamSeconds.WithLabelValues(x.vendorLabel()).Observe(time.Since(upStart).Seconds())
 	if sr := out.stream; sr != nil {
+		// The outcome record says what streamed: a body of unknown length
+		// was recorded as 0 bytes in the disclosure.
+		o := sr.outcome()
+		x.bytesIn, x.bytesOut = o.in, o.out
 		// A streamed body that met a card number or the body limit was
-		// cut short: that, not the vendor, is why the request failed.
+		// cut short, or broke off on the app's side: that, not the vendor,
+		// is why the request failed.
 		switch {
-		case sr.found != nil:
+		case o.found != nil:
 			if err == nil {
 				resp.Body.Close()
 			}
-			return nil, x.decision.CardRefusal("the body", sr.found)
-		case errors.Is(sr.err, errBodyTooLarge):
+			return nil, x.decision.CardRefusal("the body", o.found)
+		case errors.Is(o.end, errBodyTooLarge):
 			if err == nil {
 				resp.Body.Close()
 			}
 			return nil, &engine.Error{Code: engine.CodeBodyTooLarge, Reason: fmt.Sprintf("the body is larger than the limit of %d bytes", x.p.cfg.MaxBody)}
+		case err != nil && o.end != nil && o.end != io.EOF:
+			return nil, bodyReadError(o.end)
 		}
 	}
 	if err != nil {
@@ -421,7 +428,8 @@ func (x *Exchange) Durable(ctx context.Context) error {
 	// The request may have reached the vendor: this log line is the record
 	// of last resort an operator reconciles the ledger with.
 	x.p.log.Error("ledger: a disclosure may have left without a durable record",
-		"decision_id", x.id, "vendor", x.decision.Vendor, "host", x.in.Host, "path", x.in.Path,
+		"decision_id", x.id, "vendor", x.decision.Vendor, "host", x.in.Host,
+		"path", x.recordedPath(x.p.vocab.of(x.policy)), "path_hash", PathHash(x.p.pathKey, x.in.Path),
 		"purpose", x.in.Purpose, "err", err)
 	return &engine.Error{Code: engine.CodeLedgerError, Reason: "the disclosure record could not be made durable, so the vendor's answer is withheld", Err: err}
 }

@@ -2,9 +2,11 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
+	"github.com/pare-dev/pare/filters"
 	"github.com/pare-dev/pare/internal/ledger"
 )
 
@@ -50,10 +52,7 @@ func (x *Exchange) record(kind, outcome string, status int) *ledger.Record {
 	v := x.p.vocab.of(x.policy)
 	if in := x.in; in != nil {
 		rec.Host, rec.Method = in.Host, in.Method
-		rec.Path, rec.PathHash = v.urlPath(in.Path), PathHash(x.p.pathKey, in.Path)
-		if d != nil && d.Route != "" {
-			rec.Path = d.Route // the contract's own pattern: "/3.0/lists/*/members/*"
-		}
+		rec.Path, rec.PathHash = x.recordedPath(v), PathHash(x.p.pathKey, in.Path)
 		rec.LegalBasis, rec.Requester, rec.Approver = in.LegalBasis, in.Requester, in.Approver
 	}
 	if d != nil {
@@ -71,8 +70,9 @@ func (x *Exchange) record(kind, outcome string, status int) *ledger.Record {
 	}
 	if kind == ledger.KindDisclosure {
 		// Each list in the contracts' words, each name once (names.go).
-		sent, removed := names{v: v, seen: map[string]bool{}}, names{v: v, seen: map[string]bool{}}
-		tr, cards := names{v: v, seen: map[string]bool{}}, names{v: v, seen: map[string]bool{}}
+		budget := maxListedBytes
+		sent, removed := names{v: v, seen: map[string]bool{}, budget: &budget}, names{v: v, seen: map[string]bool{}, budget: &budget}
+		tr, cards := names{v: v, seen: map[string]bool{}, budget: &budget}, names{v: v, seen: map[string]bool{}, budget: &budget}
 		for i, rep := range x.reports {
 			if rep == nil {
 				continue
@@ -88,6 +88,29 @@ func (x *Exchange) record(kind, outcome string, status int) *ledger.Record {
 		rec.Truncated = rec.Truncated || sent.truncated || removed.truncated || tr.truncated || cards.truncated
 	}
 	return rec
+}
+
+// recordedPath is the request path as the ledger and the logs name it:
+// the matched route's pattern ("/3.0/lists/*/members/*"), else the path
+// with the segments no contract names replaced (names.go) — never an id,
+// an email address or a card number the app put in it. x.in must be set.
+func (x *Exchange) recordedPath(v *vocabulary) string {
+	if d := x.decision; d != nil && d.Route != "" {
+		return d.Route
+	}
+	return v.urlPath(x.in.Path)
+}
+
+// loggedCause is what a log line says of an exchange's error. A card
+// refusal's error names where the card number was, as a path of the
+// payload's own keys (an email address used as a key, the card number
+// itself as one): logged, it would put a payload value in the logs, so
+// only its kind is.
+func loggedCause(err error) string {
+	if errors.Is(err, filters.ErrCardNumber) {
+		return filters.ErrCardNumber.Error()
+	}
+	return err.Error()
 }
 
 // reportPrefix names where a report's paths are: body paths stand alone,
@@ -143,7 +166,8 @@ func (x *Exchange) finish(outcome string, status int, metricOutcome string, caus
 		"duration_ms", float64(time.Since(x.start).Microseconds()) / 1000,
 	}
 	if x.in != nil {
-		attrs = append(attrs, "host", x.in.Host, "path", x.in.Path, "purpose", x.in.Purpose)
+		attrs = append(attrs, "host", x.in.Host, "path", x.recordedPath(p.vocab.of(x.policy)),
+			"path_hash", PathHash(p.pathKey, x.in.Path), "purpose", x.in.Purpose)
 	} else {
 		attrs = append(attrs, "host", x.req.Host)
 	}
@@ -154,7 +178,7 @@ func (x *Exchange) finish(outcome string, status int, metricOutcome string, caus
 		attrs = append(attrs, "dry_run", true)
 	}
 	if cause != nil {
-		attrs = append(attrs, "err", cause.Error())
+		attrs = append(attrs, "err", loggedCause(cause))
 	}
 	p.log.Log(ctx, level, "egress", attrs...)
 }

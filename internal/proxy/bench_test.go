@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/pare-dev/pare/internal/engine"
 	"github.com/pare-dev/pare/internal/ledger"
 	"github.com/pare-dev/pare/internal/pipeline"
@@ -19,6 +21,15 @@ import (
 // BenchmarkServeHTTP is one checkout.json payment through the whole proxy
 // (decision, mask, ledger with fsync, TLS to a local stub), without a client
 // connection: allocations here are the proxy's own.
+//
+// Its sub-benchmarks run the ledger without checkpoints (the hash chain
+// only) and with signed checkpoints as `proxy serve` runs it (the Merkle
+// tree on every record, a signed checkpoint every DefaultCheckpointEvery
+// records or DefaultCheckpointInterval, written to the checkpoint log and a
+// witness file): issue 11's cost of checkpoints. cpu-ns/op is the process's
+// CPU per request (the stub's included, alike in both), which waiting for
+// a core on a shared machine does not inflate; compare the two in
+// alternating runs (BENCHMARKS.md says how).
 func BenchmarkServeHTTP(b *testing.B) {
 	body, err := os.ReadFile("../../filters/testdata/checkout.json")
 	if err != nil {
@@ -37,27 +48,51 @@ func BenchmarkServeHTTP(b *testing.B) {
 	}
 	eng, _ := engine.New(engine.Options{HMACKey: []byte("0123456789abcdef")})
 	eng.Swap(pol)
-	led, err := ledger.Open(filepath.Join(dir, "ledger.jsonl"), ledger.Options{})
+	skey, _, err := ledger.GenerateKey()
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer led.Close()
-	px := newProxy(b, pipeline.Config{Engine: eng, Ledger: led, Service: "billing"},
-		UpstreamOptions{Resolve: map[string]string{"api.stripe.com:443": stub.Addr}, ExtraCAs: []string{stub.CAFile}})
-	b.ReportAllocs()
-	b.ResetTimer() // the policy compile above is not the request path
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			req := httptest.NewRequest("POST", "http://api.stripe.com/v1/payment_intents", bytes.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Authorization", "Bearer sk_test")
-			req.Header.Set("X-Data-Purpose", "payment")
-			req.Header.Set("X-Data-Subject", "u-1")
-			rec := httptest.NewRecorder()
-			px.ServeHTTP(rec, req)
-			if rec.Code != 200 {
-				b.Fatalf("status %d: %s", rec.Code, rec.Body)
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mode := range []struct {
+		name string
+		opt  func(dir string) ledger.Options
+	}{
+		{"checkpoints=off", func(string) ledger.Options { return ledger.Options{} }},
+		{"checkpoints=on", func(dir string) ledger.Options {
+			return ledger.Options{Signer: signer, WitnessPath: filepath.Join(dir, "witness")}
+		}},
+	} {
+		b.Run(mode.name, func(b *testing.B) {
+			ldir := b.TempDir()
+			led, err := ledger.Open(filepath.Join(ldir, "ledger.jsonl"), mode.opt(ldir))
+			if err != nil {
+				b.Fatal(err)
 			}
-		}
-	})
+			defer led.Close()
+			px := newProxy(b, pipeline.Config{Engine: eng, Ledger: led, Service: "billing"},
+				UpstreamOptions{Resolve: map[string]string{"api.stripe.com:443": stub.Addr}, ExtraCAs: []string{stub.CAFile}})
+			b.ReportAllocs()
+			b.ResetTimer() // the setup above is not the request path
+			cpu := reportCPU(b)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req := httptest.NewRequest("POST", "http://api.stripe.com/v1/payment_intents", bytes.NewReader(body))
+					req.Header.Set("Content-Type", "application/json")
+					req.Header.Set("Authorization", "Bearer sk_test")
+					req.Header.Set("X-Data-Purpose", "payment")
+					req.Header.Set("X-Data-Subject", "u-1")
+					rec := httptest.NewRecorder()
+					px.ServeHTTP(rec, req)
+					if rec.Code != 200 {
+						b.Fatalf("status %d: %s", rec.Code, rec.Body)
+					}
+				}
+			})
+			cpu()
+			b.ReportMetric(float64(led.Stats().Checkpoints), "checkpoints")
+		})
+	}
 }

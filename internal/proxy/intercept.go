@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -124,6 +125,7 @@ func newInterceptor(p *Proxy) *interceptor {
 	it.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 		if tc, ok := c.(*tls.Conn); ok {
 			if ic, ok := tc.NetConn().(*interceptedConn); ok {
+				ctx = context.WithValue(ctx, heldKey{}, &heldHeaders{})
 				return context.WithValue(ctx, tunnelKey{}, ic.target)
 			}
 		}
@@ -134,6 +136,36 @@ func newInterceptor(p *Proxy) *interceptor {
 }
 
 type tunnelKey struct{}
+
+// Header memory. HTTP/2 lets an app keep up to MaxConcurrentStreams
+// requests in flight on one connection, and HPACK lets each carry a
+// header list far larger than the bytes sent: one 4 KB dynamic-table
+// entry referenced 15 times is 60 KB decoded for 20 bytes on the wire.
+// Go's HTTP/2 server bounds each list (MaxHeaderBytes) and the table
+// (MaxDecoderHeaderTableSize), not their sum over a connection, so 100
+// stalled streams held ~6 MB each connection (review finding 6). A
+// connection's requests in flight may hold at most connHeaderFactor
+// times MaxHeaderBytes of headers, counted as HTTP/2 counts a header
+// list (RFC 9113 §6.5.2: name, value and 32 bytes per field); a request
+// beyond that is refused at once with 503 overloaded, which frees its
+// headers, and the requests already in flight go on.
+type heldKey struct{}
+
+type heldHeaders struct{ n atomic.Int64 }
+
+const connHeaderFactor = 4
+
+// headerListSize is the RFC 9113 size of r's header list, pseudo-header
+// fields included.
+func headerListSize(r *http.Request) int64 {
+	n := int64(len(r.Method) + len(r.RequestURI) + len(r.Host) + len("https") + 4*32)
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += int64(len(k) + len(v) + 32)
+		}
+	}
+	return n
+}
 
 // interceptedConn is an app's connection whose TLS Pare terminates, with
 // the vendor it is a tunnel to.
@@ -156,6 +188,19 @@ func (it *interceptor) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if t.transparent {
 		via = "transparent"
 	}
+	if held, ok := r.Context().Value(heldKey{}).(*heldHeaders); ok {
+		size := headerListSize(r)
+		limit := int64(connHeaderFactor * it.maxHeaderBytes())
+		if now := held.n.Add(size); now > limit {
+			held.n.Add(-size)
+			x := it.p.pl.Begin(&pipeline.Request{Via: via, Method: r.Method, Scheme: "https", Host: t.host, Port: t.port, Header: r.Header})
+			defer x.End()
+			writeRefusal(w, x.Refuse(&engine.Error{Code: engine.CodeOverloaded,
+				Reason: fmt.Sprintf("this connection's requests in flight hold %d bytes of headers, over its %d (%d× max_header_bytes): wait for their answers before sending more", now-size, limit, connHeaderFactor)}))
+			return
+		}
+		defer held.n.Add(-size)
+	}
 	// The tunnel names the vendor. A Host header naming another host
 	// would make the app believe it talks to one vendor while the policy
 	// decides for another: refused.
@@ -167,6 +212,13 @@ func (it *interceptor) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	it.p.serve(w, r, via, t)
+}
+
+func (it *interceptor) maxHeaderBytes() int {
+	if n := it.p.cfg.Limits.MaxHeaderBytes; n > 0 {
+		return n
+	}
+	return http.DefaultMaxHeaderBytes
 }
 
 func hostOnly(hostport string) string {

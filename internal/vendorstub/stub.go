@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,9 +31,16 @@ type Received struct {
 	Host     string
 	Path     string
 	RawQuery string
-	Header   http.Header
-	Body     []byte
-	TLS      bool
+	// RequestURI is the request target as it arrived, still
+	// percent-encoded: what the vendor's own router reads.
+	RequestURI string
+	Header     http.Header
+	Body       []byte
+	TLS        bool
+	// Aborted says the body ended in an error: the sender broke the
+	// upload off (as Pare does when its card guard finds a number in a
+	// streamed body), so Body is only what arrived before.
+	Aborted bool
 }
 
 // Stub is a running vendor stand-in.
@@ -47,6 +55,7 @@ type Stub struct {
 	srv      *http.Server
 	mu       sync.Mutex
 	received []Received
+	inflight atomic.Int64
 }
 
 // Start starts a TLS stub whose certificate is valid for hosts, writing its
@@ -75,11 +84,13 @@ func Start(hosts []string, dir string) (*Stub, error) {
 }
 
 func (s *Stub) serve(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	body, err := io.ReadAll(r.Body)
 	s.mu.Lock()
 	s.received = append(s.received, Received{
-		Method: r.Method, Host: r.Host, Path: r.URL.Path, RawQuery: r.URL.RawQuery,
-		Header: r.Header.Clone(), Body: body, TLS: r.TLS != nil,
+		Method: r.Method, Host: r.Host, Path: r.URL.Path, RawQuery: r.URL.RawQuery, RequestURI: r.RequestURI,
+		Header: r.Header.Clone(), Body: body, TLS: r.TLS != nil, Aborted: err != nil,
 	})
 	respond := s.Respond
 	s.mu.Unlock()
@@ -89,6 +100,33 @@ func (s *Stub) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	fmt.Fprintf(w, "{\"ok\":true,\"received_bytes\":%d}\n", len(body))
+}
+
+// Settle waits until no request is being read or answered, up to
+// timeout. A streamed upload the sender breaks off is recorded only when
+// the stub's read fails, which can come after the sender has answered its
+// own client: tests settle before they look, so that a late record is
+// neither missed by a check nor counted against the next request.
+func (s *Stub) Settle(timeout time.Duration) bool {
+	// Idle must hold for a moment: a request whose headers are still on
+	// the way has not started its handler yet.
+	const quiet = 50 * time.Millisecond
+	deadline := time.Now().Add(timeout)
+	idleSince := time.Time{}
+	for {
+		now := time.Now()
+		if s.inflight.Load() > 0 {
+			idleSince = time.Time{}
+		} else if idleSince.IsZero() {
+			idleSince = now
+		} else if now.Sub(idleSince) >= quiet {
+			return true
+		}
+		if now.After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // Received returns what the stub has received so far.
