@@ -246,7 +246,61 @@ func gitFS(ctx context.Context, opt SourceOptions, spec Spec) (fs.FS, string, er
 	if err != nil {
 		return nil, "", fmt.Errorf("%s%s: %s: %w", GitPrefix, spec.Rev, spec.Path, err)
 	}
+	// git archive leaves out what .gitattributes marks export-ignore, and
+	// the revision under review writes its own .gitattributes: a pull
+	// request could hide a Rego file from the diff that a checkout (and the
+	// bundle built from it) holds. The tree's own listing is the truth; an
+	// archive that differs from it is refused.
+	var listing bytes.Buffer
+	llb := &limitedBuffer{buf: &listing, max: 8 << 20}
+	if err := run(llb, "ls-tree", "-r", "-z", "--full-tree", tree); err != nil {
+		return nil, "", fmt.Errorf("%s%s: list %s: %w", GitPrefix, spec.Rev, spec.Path, err)
+	}
+	if err := sameFiles(fsys, listing.String()); err != nil {
+		return nil, "", fmt.Errorf("%s%s: %s: %w", GitPrefix, spec.Rev, spec.Path, err)
+	}
 	return fsys, commit, nil
+}
+
+// sameFiles checks that fsys (what git archive wrote) holds exactly the
+// files of a `git ls-tree -r -z` listing: none left out (export-ignore), no
+// submodule (a checkout may fill it; the archive never does).
+func sameFiles(fsys fs.FS, listing string) error {
+	want := map[string]bool{}
+	for _, e := range strings.Split(strings.TrimSuffix(listing, "\x00"), "\x00") {
+		if e == "" {
+			continue
+		}
+		meta, name, ok := strings.Cut(e, "\t")
+		if !ok {
+			return fmt.Errorf("git ls-tree: unexpected entry %q", e)
+		}
+		if f := strings.Fields(meta); len(f) != 3 || f[1] != "blob" {
+			return fmt.Errorf("%s is not a file (%s): a submodule is not part of a policy from git", name, meta)
+		}
+		want[name] = true
+	}
+	got := map[string]bool{}
+	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			got[p] = true
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for name := range want {
+		if !got[name] {
+			return fmt.Errorf("git archive left out %s (export-ignore in .gitattributes?): the diff would not see a file a checkout holds", name)
+		}
+	}
+	for name := range got {
+		if !want[name] {
+			return fmt.Errorf("git archive wrote %s, which the tree does not hold", name)
+		}
+	}
+	return nil
 }
 
 // limitedBuffer keeps at most max bytes and then fails the write, which

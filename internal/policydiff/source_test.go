@@ -317,3 +317,38 @@ func TestTarFS(t *testing.T) {
 		}
 	}
 }
+
+// The revision under review writes its own .gitattributes: a file it marks
+// export-ignore, which git archive leaves out but a checkout (and a bundle
+// built from it) holds, must not slip past the diff; nor a submodule, which
+// git archive leaves empty and a checkout may fill. (A .gitattributes above
+// the policies directory does not reach git archive of the directory's tree.)
+func TestGitSourceHoldsEveryFileOfTheTree(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		edit func(t *testing.T, repo string)
+		err  string
+	}{
+		{"export-ignore in the policies", func(t *testing.T, repo string) {
+			os.WriteFile(filepath.Join(repo, "policies", "hidden.rego"), []byte("package egress\n"), 0o644)
+			os.WriteFile(filepath.Join(repo, "policies", ".gitattributes"), []byte("hidden.rego export-ignore\n"), 0o644)
+			git(t, repo, "add", ".")
+			git(t, repo, "commit", "-q", "-m", "hidden")
+		}, "left out hidden.rego"},
+		{"submodule", func(t *testing.T, repo string) {
+			// Staged straight into the index: `git add` would drop a gitlink
+			// with no directory in the work tree.
+			git(t, repo, "update-index", "--add", "--cacheinfo", "160000,"+git(t, repo, "rev-parse", "HEAD")+",policies/vendored")
+			git(t, repo, "commit", "-q", "-m", "submodule")
+		}, "vendored is not a file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			repo := gitRepo(t)
+			tc.edit(t, repo) // and commits
+			if _, err := Open(ctx, "git:HEAD", SourceOptions{Repo: repo}); err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("Open(git:HEAD): %v, want an error with %q", err, tc.err)
+			}
+		})
+	}
+}
