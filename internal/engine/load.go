@@ -71,6 +71,22 @@ func (p *Policy) CacheStats() CacheStats {
 // value, or why not.
 func (p *Policy) CacheKey() string { return p.keyInfo }
 
+// Reads lists the parts of the input the policy's decision reads (those its
+// decision cache keys on, plus "body" and "input" for a policy that reads
+// the body or the input as a whole), for `proxy diff`: a new policy that
+// reads what the old one did not may decide on what the diff's input space
+// never varies.
+func (p *Policy) Reads() []string {
+	out := p.plan.paths()
+	if p.refs.body {
+		out = append(out, "body")
+	}
+	if p.refs.all {
+		out = append(out, "input")
+	}
+	return out
+}
+
 // NeedsBody reports whether the policy refers to input.body; only then does
 // a front end parse the body before deciding.
 func (p *Policy) NeedsBody() bool { return p.refs.body }
