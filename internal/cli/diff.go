@@ -26,7 +26,8 @@ OLD and NEW are each
 
 Exit status: 0 no change, or disclosure only narrows; 3 NEW widens disclosure
 (more leaves, a refusal lifted, cards loosened, opaque where it was filtered,
-plain HTTP where it was TLS, another port or recipient, dry run on);
+plain HTTP where it was TLS, another port or recipient, dry run on), or may:
+NEW decides on input OLD does not read, or on the body, which no case varies;
 2 usage error, or a policy that cannot be read, verified or compiled.
 
 Flags:

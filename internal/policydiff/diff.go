@@ -63,9 +63,15 @@ type Report struct {
 	Identical bool `json:"identical"`
 	// Differing is how many evaluated cases differ in any way.
 	Differing int `json:"differing_cases"`
-	// Widens: some case widens disclosure (see Effect).
-	Widens bool             `json:"widens"`
-	Counts map[Effect]Count `json:"counts"`
+	// Widens: some case widens disclosure (see Effect), or NEW decides on
+	// parts of the input the diff cannot vouch for (Unverified).
+	Widens bool `json:"widens"`
+	// Unverified lists what NEW reads that OLD does not (engine.Policy.Reads),
+	// and "body" when NEW reads the body (the input space has none): NEW may
+	// let more out on values of those the input space never tries, so the
+	// report counts as widening and a reviewer must read the Rego.
+	Unverified []string         `json:"unverified"`
+	Counts     map[Effect]Count `json:"counts"`
 	// Vendors added and removed: contracts in one policy only.
 	VendorsAdded   []string `json:"vendors_added"`
 	VendorsRemoved []string `json:"vendors_removed"`
@@ -171,7 +177,7 @@ func Compare(ctx context.Context, old, new *Side, opt Options) (*Report, error) 
 	start := time.Now()
 	r := &Report{
 		Old: sideInfo(old), New: sideInfo(new), Seed: opt.Seed,
-		Counts: map[Effect]Count{}, VendorsAdded: []string{}, VendorsRemoved: []string{}, Notes: []string{}, Groups: []Group{},
+		Counts: map[Effect]Count{}, VendorsAdded: []string{}, VendorsRemoved: []string{}, Notes: []string{}, Groups: []Group{}, Unverified: []string{},
 	}
 	oc, nc := old.Policy.Contracts, new.Policy.Contracts
 	for id := range nc {
@@ -197,6 +203,25 @@ func Compare(ctx context.Context, old, new *Side, opt Options) (*Report, error) 
 		r.Identical = true
 		r.Elapsed = time.Since(start)
 		return r, nil
+	}
+	// The input space varies what the bundled policy reads; a NEW policy
+	// that reads more (a header, a query parameter, the body) can let data
+	// out on a value no case tries, unseen. Fail closed: say so, and count
+	// it as widening.
+	oldReads := map[string]bool{}
+	for _, x := range old.Policy.Reads() {
+		oldReads[x] = true
+	}
+	for _, x := range new.Policy.Reads() {
+		if !oldReads[x] || x == "body" {
+			r.Unverified = append(r.Unverified, x)
+		}
+	}
+	slices.Sort(r.Unverified)
+	if len(r.Unverified) > 0 {
+		r.Widens = true
+		r.Notes = append(r.Notes, fmt.Sprintf("NEW decides on %s, which OLD does not read or the input space does not vary: what it lets out for other values is not verified here, so this counts as widening. Read the Rego.",
+			strings.Join(r.Unverified, ", ")))
 	}
 	var idx []int
 	if opt.Sample > 0 && opt.Sample < sp.Len() {

@@ -363,3 +363,39 @@ boom := "b" if input.purpose == "support"
 		t.Errorf("notes %q: want NEW's failures counted", r.Notes)
 	}
 }
+
+// A NEW policy that decides on something the input space never varies (a
+// header value here; the body) could let data out on a value no case
+// tries: the diff cannot see it, so it fails closed and counts it as
+// widening, naming what NEW reads.
+func TestNewPolicyReadsMore(t *testing.T) {
+	for _, tc := range []struct {
+		name, rego string
+		want       []string
+	}{
+		{"header", `deny contains {"rank": 5, "code": "denied", "reason": "x"} if input.request.headers["x-open-sesame"] == "no"`, []string{"request.headers.x-open-sesame"}},
+		{"body", `deny contains {"rank": 5, "code": "denied", "reason": "x"} if input.body.open_sesame == "no"`, []string{"body"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := variant(t).(fstest.MapFS)
+			m["more.rego"] = &fstest.MapFile{Data: []byte("package egress\n\n" + tc.rego + "\n")}
+			r, err := Compare(context.Background(), side(t, "old", policies.FS), side(t, "new", m),
+				Options{Filter: only("zendesk", "POST", "/api/v2/tickets{,.json}", "support"), Scope: "Zendesk"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !r.Widens || !slices.Equal(r.Unverified, tc.want) || r.Verdict() != "may widen disclosure (not verified)" {
+				t.Errorf("widens %v, unverified %q, verdict %q; want widening, %q", r.Widens, r.Unverified, r.Verdict(), tc.want)
+			}
+			// The other way round NEW reads less: nothing to vouch for.
+			r, err = Compare(context.Background(), side(t, "new", m), side(t, "old", policies.FS),
+				Options{Filter: only("zendesk", "POST", "/api/v2/tickets{,.json}", "support"), Scope: "Zendesk"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Widens || len(r.Unverified) != 0 {
+				t.Errorf("reverse: widens %v, unverified %q", r.Widens, r.Unverified)
+			}
+		})
+	}
+}

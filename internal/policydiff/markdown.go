@@ -31,6 +31,8 @@ const DefaultMaxGroups = 60
 // Verdict is the report's one-line answer.
 func (r *Report) Verdict() string {
 	switch {
+	case r.Widens && r.Counts[Widens].Groups == 0:
+		return "may widen disclosure (not verified)"
 	case r.Widens:
 		return "widens disclosure"
 	case r.Counts[Narrows].Groups > 0:
