@@ -375,6 +375,7 @@ func TestNewPolicyReadsMore(t *testing.T) {
 	}{
 		{"header", `deny contains {"rank": 5, "code": "denied", "reason": "x"} if input.request.headers["x-open-sesame"] == "no"`, []string{"request.headers.x-open-sesame"}},
 		{"body", `deny contains {"rank": 5, "code": "denied", "reason": "x"} if input.body.open_sesame == "no"`, []string{"body"}},
+		{"clock", `deny contains {"rank": 5, "code": "denied", "reason": "x"} if time.now_ns() < 0`, []string{engine.ReadsNondeterministic}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := variant(t).(fstest.MapFS)
