@@ -388,6 +388,10 @@ func TestNewPolicyReadsMore(t *testing.T) {
 			if !r.Widens || !slices.Equal(r.Unverified, tc.want) || r.Verdict() != "may widen disclosure (not verified)" {
 				t.Errorf("widens %v, unverified %q, verdict %q; want widening, %q", r.Widens, r.Unverified, r.Verdict(), tc.want)
 			}
+			var md strings.Builder
+			if err := r.WriteMarkdown(&md, 0); err != nil || !strings.Contains(md.String(), "should read the Rego") || !strings.Contains(md.String(), tc.want[0]) {
+				t.Errorf("markdown (%v) does not ask to read the Rego and name %q:\n%s", err, tc.want[0], md.String())
+			}
 			// The other way round NEW reads less: nothing to vouch for.
 			r, err = Compare(context.Background(), side(t, "new", m), side(t, "old", policies.FS),
 				Options{Filter: only("zendesk", "POST", "/api/v2/tickets{,.json}", "support"), Scope: "Zendesk"})

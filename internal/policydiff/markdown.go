@@ -72,7 +72,10 @@ func (r *Report) WriteMarkdown(w io.Writer, maxGroups int) error {
 	default:
 		p("All %s cases of the input space (seed %d) decided under both; %s differ.\n\n", num(r.SpaceCases), r.Seed, num(r.Differing))
 	}
-	if r.Widens {
+	switch {
+	case r.Widens && r.Counts[Widens].Groups == 0:
+		p("> [!WARNING]\n> This change may let personal data leave in ways no case of the input space shows (see below): a privacy reviewer should read the Rego and approve it.\n\n")
+	case r.Widens:
 		p("> [!WARNING]\n> This change lets more personal data leave, or lets it leave in more ways: a privacy reviewer should approve it.\n\n")
 	}
 	if r.Differing > 0 {
