@@ -12,6 +12,10 @@
 // group. Nothing is dropped: a group stands for every case that differs
 // the same way, and the counts add up to the cases that differ.
 //
+// What the input space cannot show is not taken on trust: a NEW policy that
+// decides on input OLD does not read (a header, a query parameter), on the
+// body or on the clock is reported as unverified and counted as widening.
+//
 // It is `proxy diff OLD NEW`: Markdown for a pull request comment, JSON for
 // tools, and Report.Widens for the exit code that makes CI ask a privacy
 // reviewer.
