@@ -3,8 +3,10 @@ package policydiff
 import (
 	"bytes"
 	"io/fs"
+	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"unicode"
 )
 
@@ -66,6 +68,34 @@ func FuzzTarFS(f *testing.F) {
 		})
 		if err != nil || total > limit {
 			t.Errorf("walk: %v, %d bytes", err, total)
+		}
+	})
+}
+
+// FuzzSameFiles: any `git ls-tree -r -z` output is checked against a
+// policy's files without a panic, and accepted only when it lists exactly
+// those files, all blobs. Seeds in testdata/fuzz/FuzzSameFiles.
+func FuzzSameFiles(f *testing.F) {
+	fsys := fstest.MapFS{"egress.rego": {Data: []byte("package egress\n")}, "contracts/a.yaml": {Data: []byte("a:\n")}}
+	f.Fuzz(func(t *testing.T, listing string) {
+		if sameFiles(fsys, listing) != nil {
+			return
+		}
+		var names []string
+		for _, e := range strings.Split(listing, "\x00") {
+			if e == "" {
+				continue
+			}
+			meta, name, _ := strings.Cut(e, "\t")
+			if f := strings.Fields(meta); len(f) != 3 || f[1] != "blob" {
+				t.Errorf("%q accepted: %q is not a blob", listing, e)
+			}
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		names = slices.Compact(names)
+		if !slices.Equal(names, []string{"contracts/a.yaml", "egress.rego"}) {
+			t.Errorf("%q accepted: lists %q", listing, names)
 		}
 	})
 }
