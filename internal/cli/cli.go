@@ -21,6 +21,7 @@ const (
 	exitFail   = 1 // check found problems, verify found a bad record, serve failed
 	exitUsage  = 2 // usage or policy error
 	exitDenied = 3 // explain: the request would be refused
+	exitWidens = 3 // diff: the new policy widens disclosure
 )
 
 type command struct {
@@ -34,6 +35,7 @@ func commands() []command {
 		{"extproc", "run the pipeline as an Envoy ext_proc gRPC server (default 127.0.0.1:15002; serve's flags)", runExtproc},
 		{"explain", "show exactly what a vendor would receive for a request, and why", runExplain},
 		{"check", "compile the policies, validate every contract, run the Rego tests", runCheck},
+		{"diff", "what a policy change lets out that it did not before (and what no longer): for a pull request", runDiff},
 		{"bundle", "bundle build: check the policies and write a signed bundle for a fleet", runBundle},
 		{"ledger", "verify, query or report on the disclosure ledger", runLedger},
 		{"ca", "export (or create) the drop-in CA apps trust for HTTPS_PROXY", runCA},

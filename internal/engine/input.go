@@ -275,6 +275,15 @@ func newKeyPlan(r inputRefs) keyPlan {
 
 // describe lists the input paths in the key, for CacheKey.
 func (k *keyPlan) describe() string {
+	out := k.paths()
+	if len(out) == 0 {
+		return "nothing (every request is decided alike)"
+	}
+	return strings.Join(out, ", ")
+}
+
+// paths lists the input paths in the key.
+func (k *keyPlan) paths() []string {
 	var out []string
 	add := func(on bool, name string) {
 		if on {
@@ -314,10 +323,7 @@ func (k *keyPlan) describe() string {
 	add(k.requester, "requester")
 	add(k.approver, "approver")
 	add(k.service, "source.service")
-	if len(out) == 0 {
-		return "nothing (every request is decided alike)"
-	}
-	return strings.Join(out, ", ")
+	return out
 }
 
 func mapPlanFor(r inputRefs, name string) mapPlan {

@@ -81,6 +81,30 @@ func (p *Policy) CacheStats() CacheStats {
 // value, or why not.
 func (p *Policy) CacheKey() string { return p.keyInfo }
 
+// Reads lists the parts of the input the policy's decision reads (those its
+// decision cache keys on, plus "body" and "input" for a policy that reads
+// the body or the input as a whole), and ReadsNondeterministic when it
+// calls a non-deterministic builtin (the clock, randomness, http.send), for
+// `proxy diff`: a new policy that reads what the old one did not may decide
+// on what the diff's input space never varies.
+func (p *Policy) Reads() []string {
+	out := p.plan.paths()
+	if p.refs.body {
+		out = append(out, "body")
+	}
+	if p.refs.all {
+		out = append(out, "input")
+	}
+	if p.ev.nondet {
+		out = append(out, ReadsNondeterministic)
+	}
+	return out
+}
+
+// ReadsNondeterministic is Policy.Reads's entry for a policy that calls a
+// non-deterministic builtin.
+const ReadsNondeterministic = "non-deterministic builtins (the clock, randomness, http.send)"
+
 // NeedsBody reports whether the policy refers to input.body; only then does
 // a front end parse the body before deciding.
 func (p *Policy) NeedsBody() bool { return p.refs.body }

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -113,8 +114,12 @@ type Space struct {
 }
 
 // Union merges contract sets (two policies' contracts, for `proxy diff`):
-// ids in both take b's contract, so that every route of either is tried
-// (the routes of a's version of a contract are tried too: see New).
+// ids in both take b's contract, with the routes, hosts, purposes and
+// need-to-know rules of a's version that b's lacks added after b's own, so
+// that every route, host and service of either is tried. A route both
+// versions hold is tried once: two policies loaded apart hold equal
+// contracts that are not the same pointer, and a doubled route would only
+// double the cases.
 func Union(a, b map[string]*contract.Contract) map[string]*contract.Contract {
 	out := maps.Clone(a)
 	if out == nil {
@@ -123,12 +128,25 @@ func Union(a, b map[string]*contract.Contract) map[string]*contract.Contract {
 	for id, c := range b {
 		if old, ok := out[id]; ok && old != c {
 			merged := *c
-			merged.Routes = append(slices.Clone(c.Routes), old.Routes...)
-			merged.Hosts = append(slices.Clone(c.Hosts), old.Hosts...)
-			merged.Purposes = append(slices.Clone(c.Purposes), old.Purposes...)
+			merged.Routes = appendMissing(c.Routes, old.Routes)
+			merged.Hosts = appendMissing(c.Hosts, old.Hosts)
+			merged.Purposes = appendMissing(c.Purposes, old.Purposes)
+			merged.NeedToKnow = appendMissing(c.NeedToKnow, old.NeedToKnow)
 			c = &merged
 		}
 		out[id] = c
+	}
+	return out
+}
+
+// appendMissing returns a copy of dst with the elements of src that dst
+// does not hold (reflect.DeepEqual) appended.
+func appendMissing[T any](dst, src []T) []T {
+	out := slices.Clone(dst)
+	for _, x := range src {
+		if !slices.ContainsFunc(out, func(y T) bool { return reflect.DeepEqual(x, y) }) {
+			out = append(out, x)
+		}
 	}
 	return out
 }

@@ -2,10 +2,12 @@ package inputspace
 
 import (
 	"context"
+	"maps"
 	"reflect"
 	"testing"
 	"time"
 
+	"github.com/pare-dev/pare/internal/contract"
 	"github.com/pare-dev/pare/internal/engine"
 	"github.com/pare-dev/pare/policies"
 )
@@ -136,5 +138,40 @@ func TestNeighboursDifferInOneDimension(t *testing.T) {
 	r := sp.Reroll(c, 1)
 	if r.Dims != c.Dims || r.Input.Subject == c.Input.Subject {
 		t.Errorf("reroll %+v of %+v: want the same dimensions, another subject", r.Dims, c.Dims)
+	}
+}
+
+// Union of two loads of the same policy is the space of one: equal
+// contracts that are not the same pointer add no route. A route, host,
+// purpose or need-to-know service only the old version has is still tried.
+func TestUnion(t *testing.T) {
+	_, a := bundled(t)
+	_, b := bundled(t)
+	if a.Contracts["zendesk"] == b.Contracts["zendesk"] {
+		t.Fatal("two loads share a contract: the test proves nothing")
+	}
+	one := New(a.Contracts, Options{})
+	if u := New(Union(a.Contracts, b.Contracts), Options{}); u.Len() != one.Len() {
+		t.Errorf("union of a policy with itself: %d cases, want %d", u.Len(), one.Len())
+	}
+	old := *a.Contracts["stripe"]
+	old.Routes = append(old.Routes, contract.Route{Methods: []string{"POST"}, Path: "/v1/refunds", Fields: []string{"charge"}})
+	old.Hosts = append(old.Hosts, "files.stripe.com")
+	old.NeedToKnow = append(old.NeedToKnow, contract.NeedToKnow{Fields: []string{"charge"}, Services: []string{"refunds"}})
+	withOld := maps.Clone(a.Contracts)
+	withOld["stripe"] = &old
+	u := Union(withOld, b.Contracts)
+	s := u["stripe"]
+	if n := len(s.Routes); n != len(b.Contracts["stripe"].Routes)+1 || s.Routes[n-1].Path != "/v1/refunds" {
+		t.Errorf("union routes: %+v", s.Routes)
+	}
+	if !contains(s.Hosts, "files.stripe.com") {
+		t.Errorf("union hosts: %v", s.Hosts)
+	}
+	if !contains(New(u, Options{}).services, "refunds") {
+		t.Error("a service only the old need-to-know names is not tried")
+	}
+	if len(b.Contracts["stripe"].Routes) == len(s.Routes) {
+		t.Error("union changed its argument")
 	}
 }
