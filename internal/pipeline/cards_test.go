@@ -1,0 +1,31 @@
+package pipeline
+
+import "testing"
+
+// TestGuardPathDigests: a hex digest in a path segment (Mailchimp's member
+// hash) is not a card number, even when a Luhn-valid run with a scheme's
+// prefix hides in it; a card number anywhere else in the path still is.
+func TestGuardPathDigests(t *testing.T) {
+	for _, tc := range []struct {
+		path string
+		card bool
+	}{
+		// Met by the bench's realistic mix: "348568583812752" is an Amex
+		// window of the digest's last digit run.
+		{"/3.0/lists/l0/members/0a94c8a214124fae3485685838127521", false},
+		{"/3.0/lists/l0/members/0a94c8a214124fae3485685838127521/notes", false},
+		{"/v1/objects/da39a3ee5e6b4b0d3255bfef95601890afd80709", false},                       // SHA-1
+		{"/v1/blobs/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", false}, // SHA-256
+		{"/3.0/lists/l0/members/4111111111111111", true},                                      // a card number
+		{"/3.0/lists/l0/members/41111111111111114111111111111111", true},                      // 32 digits, no letter: not a digest
+		{"/3.0/lists/l0/members/0A94C8A214124FAE3485685838127521", true},                      // upper case: not the digests vendors use
+		{"/3.0/lists/l0/members/0a94c8a214124fae3485685838127521a", true},                     // 33 characters
+		{"/3.0/lists/4111 1111 1111 1111/members/0a94c8a214124fae3485685838127521", true},     // a card beside a digest
+		{"/3.0/lists/4111/1111/1111/1111/0a94c8a214124fae3485685838127521", true},             // across segments
+		{"/3.0/lists/l0/members/0a94c8a214124fae3485685838127521/4111-1111-1111-1111", true},  // after one
+	} {
+		if got := pathHasCard(tc.path); got != tc.card {
+			t.Errorf("%s: card number found %v, want %v", tc.path, got, tc.card)
+		}
+	}
+}
