@@ -155,14 +155,18 @@ func TestAdminEndpoints(t *testing.T) {
 // flag, and GOGC in the environment wins over both, as for any Go program.
 func TestGCPercent(t *testing.T) {
 	t.Parallel()
+	const mib = 1 << 20
 	for _, c := range []struct {
-		name string
-		cfg  proxyConfig
-		want float64
+		name     string
+		cfg      proxyConfig
+		want     float64
+		memLimit float64 // go_gc_gomemlimit_bytes
 	}{
-		{"default", proxyConfig{}, 400},
-		{"flag", proxyConfig{Args: []string{"--gc-percent", "250"}}, 250},
-		{"GOGC wins", proxyConfig{Args: []string{"--gc-percent", "250"}, Env: []string{"GOGC=150"}}, 150},
+		// The soft memory limit is the body budget (256 MiB) plus 256 MiB:
+		// without it, a full budget let the heap grow to 5x at GOGC 400.
+		{"default", proxyConfig{}, 400, 512 * mib},
+		{"flag", proxyConfig{Args: []string{"--gc-percent", "250", "--max-body-memory", "64MiB"}}, 250, 320 * mib},
+		{"GOGC and GOMEMLIMIT win", proxyConfig{Args: []string{"--gc-percent", "250"}, Env: []string{"GOGC=150", "GOMEMLIMIT=1GiB"}}, 150, 1024 * mib},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -170,6 +174,9 @@ func TestGCPercent(t *testing.T) {
 			_, exposition := p.adminGet(t, "/metrics")
 			if got := metricValue(exposition, "go_gc_gogc_percent"); got != c.want {
 				t.Errorf("go_gc_gogc_percent = %v, want %v", got, c.want)
+			}
+			if got := metricValue(exposition, "go_gc_gomemlimit_bytes"); got != c.memLimit {
+				t.Errorf("go_gc_gomemlimit_bytes = %v, want %v", got, c.memLimit)
 			}
 		})
 	}

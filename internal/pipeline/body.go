@@ -183,6 +183,21 @@ func (x *Exchange) readBody(ctx context.Context) error {
 		if len(buf) == cap(buf) {
 			// Double, within the limit (+1 to see a body that exceeds it).
 			next := min(int64(cap(buf))*2, max+1)
+			if r.ContentLength+1 > next {
+				// A declared length, and the first buffer full: the
+				// client is sending, so the body's whole cost is charged
+				// in one step. Growing by doubling made every large
+				// upload wait several times while holding what it had:
+				// 64 concurrent 10 MiB uploads each held a share of the
+				// budget, all waited for more, and none finished until
+				// --body-wait refused them 503 (the bench's memory
+				// check); each also left a trail of smaller buffers for
+				// the GC. Now a waiting upload holds one first buffer's
+				// cost, the semaphore's queue is first come, first
+				// served, and whoever it serves can finish. Bodies of
+				// unknown length (chunked) still grow by doubling.
+				next = r.ContentLength + 1
+			}
 			if next <= int64(cap(buf)) {
 				next = int64(cap(buf)) + 1
 			}

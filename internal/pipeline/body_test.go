@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -213,4 +214,95 @@ func TestFilteredGrowthCharged(t *testing.T) {
 			p.budget.sem.Release(p.budget.total)
 		})
 	}
+}
+
+// Large uploads that all arrive together all finish: none waits for more
+// memory while holding a share that the others need. Growing by doubling,
+// 24 uploads of 1 MiB next to a budget of three each took a share, each
+// waited for more, and every one was refused 503 when BodyWait ran out
+// (the bench's memory check met it with 64 uploads of 10 MiB).
+func TestBodiesArrivingTogetherAllFinish(t *testing.T) {
+	const n, size = 24, 1 << 20
+	p := testPipeline(t, Config{BodyMemory: 3 * bodyCost(size+1), MaxBody: 10 << 20, BodyWait: 2 * time.Second})
+	body := bytes.Repeat([]byte("x"), size)
+	gate := newGate(n)
+	errs := make(chan error, n)
+	for range n {
+		x := p.Begin(&Request{Method: "POST", Body: &gatedReader{r: bytes.NewReader(body), gate: gate, after: firstRead}, ContentLength: size})
+		go func() {
+			err := x.readBody(context.Background())
+			if err == nil && len(x.body) != size {
+				err = io.ErrShortBuffer
+			}
+			x.End()
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("an upload next to %d others: %v", n-1, err)
+		}
+	}
+	if !p.budget.sem.TryAcquire(p.budget.total) {
+		t.Fatal("body memory leaked")
+	}
+}
+
+// gate lets its readers through once all of them have arrived (or a
+// second has passed), so that every upload holds its first buffer before
+// any asks for more.
+type gate struct {
+	mu      sync.Mutex
+	waiting int
+	open    chan struct{}
+}
+
+func newGate(n int) *gate {
+	g := &gate{waiting: n, open: make(chan struct{})}
+	time.AfterFunc(time.Second, func() { g.release() })
+	return g
+}
+
+func (g *gate) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+	default:
+		close(g.open)
+	}
+}
+
+func (g *gate) arrive() {
+	g.mu.Lock()
+	g.waiting--
+	last := g.waiting == 0
+	g.mu.Unlock()
+	if last {
+		g.release()
+	}
+	<-g.open
+}
+
+// gatedReader reads r, stopping at the gate once after the first `after`
+// bytes.
+type gatedReader struct {
+	r     io.Reader
+	gate  *gate
+	after int
+	read  int
+	gated bool
+}
+
+func (g *gatedReader) Read(b []byte) (int, error) {
+	if !g.gated && g.read >= g.after {
+		g.gated = true
+		g.gate.arrive()
+	}
+	if !g.gated && len(b) > g.after-g.read {
+		b = b[:g.after-g.read]
+	}
+	n, err := g.r.Read(b)
+	g.read += n
+	return n, err
 }
