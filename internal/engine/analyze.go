@@ -81,6 +81,8 @@ type analysis struct {
 	// deterministic: no non-deterministic builtin (time, rand, http) is
 	// called, so a decision is a function of the input and the data.
 	deterministic bool
+	// nondet names the non-deterministic builtins called, sorted.
+	nondet []string
 	// with: some rule uses `with`; the input-independent rules are then
 	// still precomputed (the evaluator serves them only outside a `with`),
 	// but no key is derived.
@@ -104,6 +106,7 @@ type ruleFacts struct {
 	inputAll      bool
 	body          bool
 	nondetermined bool
+	nondet        []string // the non-deterministic builtins it calls
 	with          bool
 }
 
@@ -137,11 +140,13 @@ func factsOf(rule *ast.Rule) ruleFacts {
 		case *ast.Expr:
 			if v.IsCall() && nondeterministic(v.Operator()) {
 				f.nondetermined = true
+				f.nondet = append(f.nondet, v.Operator().String())
 			}
 		case ast.Call:
 			if len(v) > 0 {
 				if ref, ok := v[0].Value.(ast.Ref); ok && nondeterministic(ref) {
 					f.nondetermined = true
+					f.nondet = append(f.nondet, ref.String())
 				}
 			}
 		}
@@ -182,6 +187,11 @@ func analyze(c *ast.Compiler, entrypoint ast.Ref) analysis {
 		a.refs.body = a.refs.body || f.body || f.inputAll
 		a.refs.paths = append(a.refs.paths, f.input...)
 		a.deterministic = a.deterministic && !f.nondetermined
+		for _, b := range f.nondet {
+			if !slices.Contains(a.nondet, b) {
+				a.nondet = append(a.nondet, b)
+			}
+		}
 		a.with = a.with || f.with
 	}
 

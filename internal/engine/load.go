@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"maps"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -48,12 +49,14 @@ type Policy struct {
 	masks         *maskCache
 
 	// What WithData needs to bind the compiled policy to other engine data.
-	compiler   *ast.Compiler
-	docs       map[string]any // the policy's data documents, as loaded; never modified
-	static     []staticQuery
-	nondet     bool
-	cacheBytes int64
-	data       map[string]any // data.pare
+	compiler *ast.Compiler
+	docs     map[string]any // the policy's data documents, as loaded; never modified
+	static   []staticQuery
+	nondet   bool
+	// nondetBuiltins names the non-deterministic builtins it calls, sorted.
+	nondetBuiltins []string
+	cacheBytes     int64
+	data           map[string]any // data.pare
 
 	exactHits, routeHits, misses atomic.Uint64
 }
@@ -83,10 +86,13 @@ func (p *Policy) CacheKey() string { return p.keyInfo }
 
 // Reads lists the parts of the input the policy's decision reads (those its
 // decision cache keys on, plus "body" and "input" for a policy that reads
-// the body or the input as a whole), and ReadsNondeterministic when it
-// calls a non-deterministic builtin (the clock, randomness, http.send), for
-// `proxy diff`: a new policy that reads what the old one did not may decide
-// on what the diff's input space never varies.
+// the body or the input as a whole), and NondeterministicRead(name) for each
+// non-deterministic builtin it calls (the clock, randomness, http.send,
+// io.jwt.decode_verify, which checks expiry against the clock), for `proxy
+// diff`: a new policy that reads what the old one did not may decide on
+// what the diff's input space never varies. Builtins are named one by one
+// because the bundled legal rule verifies tokens: a single "calls the
+// clock" entry would be in every policy and flag nothing new.
 func (p *Policy) Reads() []string {
 	out := p.plan.paths()
 	if p.refs.body {
@@ -95,15 +101,15 @@ func (p *Policy) Reads() []string {
 	if p.refs.all {
 		out = append(out, "input")
 	}
-	if p.ev.nondet {
-		out = append(out, ReadsNondeterministic)
+	for _, b := range p.nondetBuiltins {
+		out = append(out, NondeterministicRead(b))
 	}
 	return out
 }
 
-// ReadsNondeterministic is Policy.Reads's entry for a policy that calls a
-// non-deterministic builtin.
-const ReadsNondeterministic = "non-deterministic builtins (the clock, randomness, http.send)"
+// NondeterministicRead is Policy.Reads's entry for a policy that calls the
+// non-deterministic builtin name.
+func NondeterministicRead(name string) string { return "non-deterministic builtin " + name }
 
 // NeedsBody reports whether the policy refers to input.body; only then does
 // a front end parse the body before deciding.
@@ -236,22 +242,23 @@ func Load(ctx context.Context, fsys fs.FS, opt LoadOptions) (*Policy, error) {
 		return nil, fmt.Errorf("prepare %s: %w", Entrypoint, err)
 	}
 	p := &Policy{
-		Revision:      l.revision,
-		Files:         l.files,
-		Vendors:       map[string][]string{},
-		Purposes:      map[string]bool{},
-		Contracts:     contracts,
-		LoadedAt:      time.Now(),
-		decisionQuery: decisionQuery,
-		refs:          an.refs,
-		plan:          newKeyPlan(an.refs),
-		cacheable:     !an.refs.body && opt.CacheBytes >= 0,
-		masks:         newMaskCache(),
-		compiler:      compiler,
-		docs:          res.Documents,
-		static:        static,
-		nondet:        !an.deterministic,
-		cacheBytes:    opt.CacheBytes,
+		Revision:       l.revision,
+		Files:          l.files,
+		Vendors:        map[string][]string{},
+		Purposes:       map[string]bool{},
+		Contracts:      contracts,
+		LoadedAt:       time.Now(),
+		decisionQuery:  decisionQuery,
+		refs:           an.refs,
+		plan:           newKeyPlan(an.refs),
+		cacheable:      !an.refs.body && opt.CacheBytes >= 0,
+		masks:          newMaskCache(),
+		compiler:       compiler,
+		docs:           res.Documents,
+		static:         static,
+		nondet:         !an.deterministic,
+		nondetBuiltins: slices.Sorted(slices.Values(an.nondet)),
+		cacheBytes:     opt.CacheBytes,
 	}
 	switch {
 	case !p.cacheable:
