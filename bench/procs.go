@@ -172,12 +172,28 @@ func waitHTTP(ctx context.Context, p *proc, url string, timeout time.Duration) e
 
 // freePort returns a 127.0.0.1 address with a port that was free a moment ago.
 func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addrs, err := freePorts(1)
 	if err != nil {
 		return "", err
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return addrs[0], nil
+}
+
+// freePorts returns n distinct such addresses: all are held until all are
+// chosen, since a port closed a moment ago can be handed out again (a
+// Pare started with the same port for --listen and --admin refused to
+// run, and TestQuick failed).
+func freePorts(n int) ([]string, error) {
+	var addrs []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer ln.Close()
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return addrs, nil
 }
 
 // cpuSeconds is the user+system CPU time a process has used so far.

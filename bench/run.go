@@ -767,12 +767,11 @@ func (r *runner) startPare(ctx context.Context, stubAddr string, extra ...string
 // harness's settings, less the flags bin does not know (a baseline build
 // may predate some), and waits for /readyz.
 func (r *runner) startPareWith(ctx context.Context, bin, sub, stubAddr string, extra ...string) (p *proc, listen, admin string, err error) {
-	if listen, err = freePort(); err != nil {
+	addrs, err := freePorts(2)
+	if err != nil {
 		return nil, "", "", err
 	}
-	if admin, err = freePort(); err != nil {
-		return nil, "", "", err
-	}
+	listen, admin = addrs[0], addrs[1]
 	r.nextID++
 	args := []string{sub, "--listen", listen, "--admin", admin, "--service", "billing",
 		"--ledger", filepath.Join(cmp.Or(r.cfg.LedgerDir, r.cfg.WorkDir), fmt.Sprintf("pare-bench-ledger-%d-%d.jsonl", os.Getpid(), r.nextID)),
