@@ -114,4 +114,3 @@ func (r *oneByte) Read(p []byte) (int, error) {
 	<-r.stop
 	return 0, io.ErrUnexpectedEOF
 }
-
