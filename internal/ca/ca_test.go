@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pare-dev/pare/internal/cputime"
 )
 
 var hosts = []string{"api.stripe.com", "*.zendesk.com", "us21.api.mailchimp.com"}
@@ -254,7 +256,7 @@ func BenchmarkMint(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer reportCPU(b)()
+	defer cputime.Report(b)()
 	for b.Loop() {
 		if _, err := c.mint("api.stripe.com", time.Now()); err != nil {
 			b.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pare-dev/pare/internal/cputime"
 )
 
 // writeConsents writes a consents file of n subjects in format ("json" or
@@ -135,12 +137,12 @@ func BenchmarkLoadFile(b *testing.B) {
 				runtime.GC()
 				runtime.ReadMemStats(&before)
 				rise := peakRSS()
-				cpu0 := processCPU()
+				cpu0 := cputime.Process()
 				f, err := OpenFile(path, nil)
 				if err != nil {
 					b.Fatal(err)
 				}
-				cpu += processCPU() - cpu0
+				cpu += cputime.Process() - cpu0
 				peak = max(peak, rise())
 				b.StopTimer()
 				var after runtime.MemStats

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pare-dev/pare/internal/cputime"
 	"github.com/pare-dev/pare/internal/engine"
 	"github.com/pare-dev/pare/policies"
 )
@@ -43,7 +44,7 @@ func BenchmarkDecideBundled(b *testing.B) {
 		e, p := load(b, 0)
 		in := stripeInput()
 		b.ReportAllocs()
-		defer engine.ReportCPU(b)()
+		defer cputime.Report(b)()
 		for b.Loop() {
 			if d, err := e.Decide(ctx, p, in, nil); err != nil || !d.Allow {
 				b.Fatalf("decision %+v err %v", d, err)
@@ -67,7 +68,7 @@ func BenchmarkDecideBundled(b *testing.B) {
 			ins[i] = &x
 		}
 		b.ReportAllocs()
-		defer engine.ReportCPU(b)()
+		defer cputime.Report(b)()
 		i := 0
 		for b.Loop() {
 			if d, err := e.Decide(ctx, p, ins[i%len(ins)], nil); err != nil || !d.Allow {
@@ -80,7 +81,7 @@ func BenchmarkDecideBundled(b *testing.B) {
 		e, p := load(b, -1)
 		in := stripeInput()
 		b.ReportAllocs()
-		defer engine.ReportCPU(b)()
+		defer cputime.Report(b)()
 		for b.Loop() {
 			if d, err := e.Decide(ctx, p, in, nil); err != nil || !d.Allow {
 				b.Fatalf("decision %+v err %v", d, err)

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/pare-dev/pare/internal/cputime"
 	"github.com/pare-dev/pare/internal/engine"
 	"github.com/pare-dev/pare/internal/ledger"
 	"github.com/pare-dev/pare/internal/pipeline"
@@ -30,24 +31,43 @@ import (
 // CPU per request (the stub's included, alike in both), which waiting for
 // a core on a shared machine does not inflate; compare the two in
 // alternating runs (BENCHMARKS.md says how).
-func BenchmarkServeHTTP(b *testing.B) {
+// checkoutSetup gives the proxy benchmarks checkout.json, a Stripe stub
+// (closed when b ends) and an engine with the bundled policies.
+func checkoutSetup(b *testing.B) ([]byte, *vendorstub.Stub, *engine.Engine) {
 	body, err := os.ReadFile("../../filters/testdata/checkout.json")
 	if err != nil {
 		b.Fatal(err)
 	}
-	dir := b.TempDir()
-	stub, err := vendorstub.Start([]string{"api.stripe.com"}, dir)
+	stub, err := vendorstub.Start([]string{"api.stripe.com"}, b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer stub.Close()
+	b.Cleanup(func() { stub.Close() })
 	stub.SetRespond(func(w http.ResponseWriter, _ *http.Request, _ []byte) { w.Write([]byte(`{"ok":true}`)) })
 	pol, err := engine.Load(context.Background(), policies.FS, engine.LoadOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	eng, _ := engine.New(engine.Options{HMACKey: []byte("0123456789abcdef")})
+	eng, err := engine.New(engine.Options{HMACKey: []byte("0123456789abcdef")})
+	if err != nil {
+		b.Fatal(err)
+	}
 	eng.Swap(pol)
+	return body, stub, eng
+}
+
+// checkoutRequest is a checkout.json payment as billing sends it.
+func checkoutRequest(body []byte) *http.Request {
+	req := httptest.NewRequest("POST", "http://api.stripe.com/v1/payment_intents", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer sk_test")
+	req.Header.Set("X-Data-Purpose", "payment")
+	req.Header.Set("X-Data-Subject", "u-1")
+	return req
+}
+
+func BenchmarkServeHTTP(b *testing.B) {
+	body, stub, eng := checkoutSetup(b)
 	skey, _, err := ledger.GenerateKey()
 	if err != nil {
 		b.Fatal(err)
@@ -76,16 +96,11 @@ func BenchmarkServeHTTP(b *testing.B) {
 				UpstreamOptions{Resolve: map[string]string{"api.stripe.com:443": stub.Addr}, ExtraCAs: []string{stub.CAFile}})
 			b.ReportAllocs()
 			b.ResetTimer() // the setup above is not the request path
-			cpu := reportCPU(b)
+			cpu := cputime.Report(b)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					req := httptest.NewRequest("POST", "http://api.stripe.com/v1/payment_intents", bytes.NewReader(body))
-					req.Header.Set("Content-Type", "application/json")
-					req.Header.Set("Authorization", "Bearer sk_test")
-					req.Header.Set("X-Data-Purpose", "payment")
-					req.Header.Set("X-Data-Subject", "u-1")
 					rec := httptest.NewRecorder()
-					px.ServeHTTP(rec, req)
+					px.ServeHTTP(rec, checkoutRequest(body))
 					if rec.Code != 200 {
 						b.Fatalf("status %d: %s", rec.Code, rec.Body)
 					}

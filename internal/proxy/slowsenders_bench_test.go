@@ -1,12 +1,8 @@
 package proxy
 
 import (
-	"bytes"
-	"context"
 	"io"
-	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -14,11 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pare-dev/pare/internal/engine"
 	"github.com/pare-dev/pare/internal/ledger"
 	"github.com/pare-dev/pare/internal/pipeline"
-	"github.com/pare-dev/pare/internal/vendorstub"
-	"github.com/pare-dev/pare/policies"
 )
 
 // BenchmarkNextToSlowSenders is issue 10's "slow clients cannot starve
@@ -32,23 +25,7 @@ import (
 // the slow senders off after 5 s, is not in play: this is the worst case
 // before it acts.
 func BenchmarkNextToSlowSenders(b *testing.B) {
-	body, err := os.ReadFile("../../filters/testdata/checkout.json")
-	if err != nil {
-		b.Fatal(err)
-	}
-	dir := b.TempDir()
-	stub, err := vendorstub.Start([]string{"api.stripe.com"}, dir)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer stub.Close()
-	stub.SetRespond(func(w http.ResponseWriter, _ *http.Request, _ []byte) { w.Write([]byte(`{"ok":true}`)) })
-	pol, err := engine.Load(context.Background(), policies.FS, engine.LoadOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	eng, _ := engine.New(engine.Options{HMACKey: []byte("0123456789abcdef")})
-	eng.Swap(pol)
+	body, stub, eng := checkoutSetup(b)
 	for _, slow := range []int{0, 30} {
 		b.Run("slow="+strconv.Itoa(slow), func(b *testing.B) {
 			ldir := b.TempDir()
@@ -78,13 +55,8 @@ func BenchmarkNextToSlowSenders(b *testing.B) {
 			b.ResetTimer()
 			for range b.N {
 				start := time.Now()
-				req := httptest.NewRequest("POST", "http://api.stripe.com/v1/payment_intents", bytes.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Authorization", "Bearer sk_test")
-				req.Header.Set("X-Data-Purpose", "payment")
-				req.Header.Set("X-Data-Subject", "u-1")
 				rec := httptest.NewRecorder()
-				px.ServeHTTP(rec, req)
+				px.ServeHTTP(rec, checkoutRequest(body))
 				if rec.Code != 200 {
 					b.Fatalf("status %d next to %d slow senders: %s", rec.Code, slow, rec.Body)
 				}

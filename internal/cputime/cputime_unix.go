@@ -1,14 +1,15 @@
 //go:build unix
 
-package consent
+package cputime
 
 import (
 	"syscall"
 	"time"
 )
 
-// processCPU is the process's user and system CPU time so far.
-func processCPU() time.Duration {
+// Process is the user and system CPU time the process has used so far
+// (getrusage), or 0 where it cannot be read.
+func Process() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
