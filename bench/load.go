@@ -193,11 +193,6 @@ func (c *client) run(ctx context.Context, w *Workload, conc, n int) *Sample {
 	return c.runSeq(ctx, w, sequence{}, conc, n, time.Time{})
 }
 
-// runUntil is run that also stops starting requests at until (when not zero).
-func (c *client) runUntil(ctx context.Context, w *Workload, conc, n int, until time.Time) *Sample {
-	return c.runSeq(ctx, w, sequence{}, conc, n, until)
-}
-
 // runSeq sends n requests of w's seq with conc workers; a request counts as
 // successful when it gets the answer it should.
 func (c *client) runSeq(ctx context.Context, w *Workload, seq sequence, conc, n int, until time.Time) *Sample {

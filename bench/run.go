@@ -758,11 +758,6 @@ func (r *runner) contractsDir() string {
 
 func (r *runner) stateDir() string { return filepath.Join(r.cfg.WorkDir, "pare-state") }
 
-// startPare starts `proxy serve` against the stub and waits for /readyz.
-func (r *runner) startPare(ctx context.Context, stubAddr string, extra ...string) (p *proc, listen, admin string, err error) {
-	return r.startPareWith(ctx, r.pare, "serve", stubAddr, extra...)
-}
-
 // startPareWith starts bin's sub command (serve, extproc) with the
 // harness's settings, less the flags bin does not know (a baseline build
 // may predate some), and waits for /readyz.

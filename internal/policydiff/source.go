@@ -79,7 +79,7 @@ func ParseSpec(s string) (Spec, error) {
 func checkRev(rev string) error {
 	switch {
 	case rev == "":
-		return errors.New("no revision after git:")
+		return errors.New("no revision after \"git:\"")
 	case strings.HasPrefix(rev, "-"):
 		return fmt.Errorf("revision %q starts with '-'", rev)
 	case len(rev) > 256:
