@@ -274,3 +274,35 @@ func TestFindingStreamedUploadRecord(t *testing.T) {
 		}
 	}
 }
+
+// The headers of intercepted requests in flight are charged to the body
+// memory too: with --max-body-memory 1MiB, 20 connections of stalled 60 KB
+// header lists hold at most about 1 MiB of them, not 20 times each
+// connection's 256 KiB; the rest are refused as overloaded at once.
+func TestHeaderMemoryBoundedByBodyMemory(t *testing.T) {
+	t.Parallel()
+	p := startProxy(t, proxyConfig{Service: "support", Args: []string{"--max-body-memory", "1MiB"}})
+	const conns, streams = 20, 20
+	for range conns {
+		floodHeaders(t, p, streams)
+	}
+	var inFlight, overloaded float64
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		_, m := p.adminGet(t, "/metrics")
+		inFlight = metricValue(m, "pare_egress_requests_in_flight")
+		overloaded = metricValue(m, "pare_egress_requests_total", `outcome="overloaded"`)
+		if inFlight+overloaded >= conns*streams {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("%.0f streams in flight, %.0f refused as overloaded", inFlight, overloaded)
+	if inFlight+overloaded < conns*streams {
+		t.Fatalf("of %d streams, %.0f are in flight and %.0f refused: the rest are unaccounted for", conns*streams, inFlight, overloaded)
+	}
+	// Each list is ~61 KB as HTTP/2 counts it: 1 MiB holds 17.
+	if inFlight > 17 {
+		t.Errorf("%.0f stalled requests in flight hold ~%.0f KB of headers, over the 1 MiB of body memory", inFlight, inFlight*61)
+	}
+}

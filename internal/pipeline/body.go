@@ -76,6 +76,26 @@ func (c *charge) release() {
 	})
 }
 
+// HoldHeaders charges n bytes of a request's decoded headers to the body
+// memory for as long as the request lasts, without waiting: ok is false
+// when the memory is in use, and the front end refuses the request as
+// overloaded. HTTP/2's header compression makes a few bytes on the wire a
+// large decoded header list, and a stalled stream holds it; the front end
+// that serves HTTP/2 (drop-in mode) bounds each connection's share, and
+// this bounds all of them together, with the bodies, by
+// --max-body-memory.
+func (p *Pipeline) HoldHeaders(n int64) (release func(), ok bool) {
+	n = min(n, p.budget.total)
+	if n <= 0 {
+		return func() {}, true
+	}
+	if !p.budget.sem.TryAcquire(n) {
+		return nil, false
+	}
+	var once sync.Once
+	return func() { once.Do(func() { p.budget.sem.Release(n) }) }, true
+}
+
 // chargeOf returns the exchange's charge, creating it on first use.
 func (x *Exchange) chargeOf() *charge {
 	if x.charged == nil {

@@ -148,7 +148,10 @@ type tunnelKey struct{}
 // times MaxHeaderBytes of headers, counted as HTTP/2 counts a header
 // list (RFC 9113 §6.5.2: name, value and 32 bytes per field); a request
 // beyond that is refused at once with 503 overloaded, which frees its
-// headers, and the requests already in flight go on.
+// headers, and the requests already in flight go on. The headers are also
+// charged to the body memory (pipeline.HoldHeaders), so that all
+// connections together hold no more than --max-body-memory, not
+// --max-conns times the per-connection bound.
 type heldKey struct{}
 
 type heldHeaders struct{ n atomic.Int64 }
@@ -200,6 +203,15 @@ func (it *interceptor) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer held.n.Add(-size)
+		release, ok := it.p.pl.HoldHeaders(size)
+		if !ok {
+			x := it.p.pl.Begin(&pipeline.Request{Via: via, Method: r.Method, Scheme: "https", Host: t.host, Port: t.port, Header: r.Header})
+			defer x.End()
+			writeRefusal(w, x.Refuse(&engine.Error{Code: engine.CodeOverloaded,
+				Reason: "the sidecar's body memory (--max-body-memory), which also holds the headers of intercepted requests in flight, is in use by other requests; retry"}))
+			return
+		}
+		defer release()
 	}
 	// The tunnel names the vendor. A Host header naming another host
 	// would make the app believe it talks to one vendor while the policy
