@@ -193,7 +193,7 @@ func TestCardsOnlyFromBillingAnywhere(t *testing.T) {
 	allowed(t, billing, customer("email=a%40example.org&name=4111+1111+1111+1111"))
 }
 
-// A digest in the path is not a card number: Mailchimp addresses a member
+// A digest in the path or a header is not a card number: Mailchimp addresses a member
 // by the MD5 of their email, and about one such hash in a few hundred
 // holds a Luhn-valid run with a scheme's prefix (the bench's realistic mix
 // met this one). Refusing it made member updates fail for those people.
@@ -211,5 +211,21 @@ func TestCardsNotInPathDigests(t *testing.T) {
 	p.Stub.Reset()
 	refused(t, p, unsubscribe("4111111111111111"), 403, "card_number")
 	refused(t, p, unsubscribe("4111111111111111aaaaaaaaaaaaaaa"), 403, "card_number") // 31 characters: not a digest
+	wantNothingReceived(t, p.Stub)
+
+	// A hosting upload's SHA-256 header (the contract lists it) is a digest
+	// too; a card number in another header the contract lists is not.
+	sha := "abcdef4111111111111111" + strings.Repeat("ab", 21)
+	upload := func(sum string) request {
+		return request{Method: "PUT", URL: "http://webinar-co-media.storage.example-cloud.com/recordings/2026/wb_101.mp4",
+			Header: hdr("Content-Type", "video/mp4", "X-Amz-Content-Sha256", sum, "X-Data-Purpose", "hosting"),
+			Body:   []byte("not really a video")}
+	}
+	allowed(t, p, upload(sha))
+	if got := onlyReceived(t, p.Stub).Header.Get("X-Amz-Content-Sha256"); got != sha {
+		t.Errorf("the hosting provider received x-amz-content-sha256 %q, want the digest sent", got)
+	}
+	p.Stub.Reset()
+	refused(t, p, upload("4111 1111 1111 1111"), 403, "card_number")
 	wantNothingReceived(t, p.Stub)
 }

@@ -45,45 +45,61 @@ func guardPath(d *engine.Decision, path string) error {
 	return nil
 }
 
-func pathHasCard(path string) bool {
-	if start, _ := filters.CardIndexString(path); start < 0 {
+func pathHasCard(path string) bool { return hasCardOutsideDigests(path) }
+
+// hasCardOutsideDigests reports whether s holds a card number that is not
+// inside a hex digest. Vendors name things by digest: Mailchimp's member
+// routes end in the MD5 of the subscriber's lower-cased email, in 32
+// lower-case hex digits, and S3-style uploads carry the body's SHA-256 in
+// x-amz-content-sha256 (the hosting contract lists it). About one such
+// digest in a few hundred holds a run of 13 to 16 decimal digits with a
+// window that passes the IIN table and Luhn (the bench's realistic mix
+// met ".../members/0a94c8a214124fae3485685838127521"), and refusing it
+// failed those requests at random. A digest is not a number anyone types:
+// a token of exactly 32, 40 or 64 lower-case hex digits (MD5, SHA-1,
+// SHA-256) with at least one letter, between characters that are not
+// letters or digits, is left out of the scan. The letter "x" that stands
+// in for it keeps the text around it apart, as the digest's letters did.
+// What this gives up: an app that deliberately shapes a card number into
+// such a token ("4111111111111111" and 16 hex letters) gets it past the
+// guard — as it could by encoding it any other way; the guard is for card
+// numbers written the way people write them. Only the path and header
+// values are scanned this way; bodies and queries are scanned whole (a
+// false positive there is refused, which fails closed).
+func hasCardOutsideDigests(s string) bool {
+	if start, _ := filters.CardIndexString(s); start < 0 {
 		return false
 	}
-	start, _ := filters.CardIndexString(withoutDigests(path))
+	start, _ := filters.CardIndexString(withoutDigests(s))
 	return start >= 0
 }
 
-// withoutDigests returns path with every segment that is a hex digest
-// replaced by "x". Vendors address resources by digest: Mailchimp's member
-// routes end in the MD5 of the subscriber's lower-cased email, in 32
-// lower-case hex digits. About one such hash in a few hundred holds a run
-// of 13 to 16 decimal digits with a window that passes the IIN table and
-// Luhn (the bench's realistic mix met one: ".../members/0a94c8a214124fae
-// 3485685838127521"), and refusing it made member upserts fail for those
-// people at random. A digest is not a number anyone types: a segment of
-// exactly 32, 40 or 64 lower-case hex digits (MD5, SHA-1, SHA-256) with at
-// least one letter among them is left out of the path's scan. The letter
-// "x" keeps the segments around it apart, as the digest's letters did.
-// What this gives up: an app that deliberately shapes a card number into
-// such a segment ("4111111111111111" and 16 hex letters) gets it past the
-// guard — as it could by encoding it any other way; the guard is for card
-// numbers written the way people write them. Only the path is exempted:
-// digests in bodies, queries and headers are scanned as any other text
-// (a false positive there is refused, which fails closed).
-func withoutDigests(path string) string {
+// withoutDigests returns s with every hex digest token replaced by "x".
+func withoutDigests(s string) string {
 	var b strings.Builder
-	b.Grow(len(path))
-	for i, seg := range strings.Split(path, "/") {
-		if i > 0 {
-			b.WriteByte('/')
+	b.Grow(len(s))
+	for i := 0; i < len(s); {
+		j := i
+		for j < len(s) && isAlnum(s[j]) {
+			j++
 		}
-		if isHexDigest(seg) {
-			b.WriteByte('x')
+		if j == i { // not a token: copy one byte
+			b.WriteByte(s[i])
+			i++
 			continue
 		}
-		b.WriteString(seg)
+		if isHexDigest(s[i:j]) {
+			b.WriteByte('x')
+		} else {
+			b.WriteString(s[i:j])
+		}
+		i = j
 	}
 	return b.String()
+}
+
+func isAlnum(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
 func isHexDigest(s string) bool {
@@ -113,6 +129,9 @@ func guardHeaders(d *engine.Decision, h http.Header, rep *filters.Report) error 
 	}
 	for name, vs := range h {
 		for i, v := range vs {
+			if !hasCardOutsideDigests(v) {
+				continue
+			}
 			out, n, err := filters.GuardCardsString(v, g)
 			if err != nil {
 				return d.CardRefusal(fmt.Sprintf("header %s", strings.ToLower(name)), err)

@@ -1,6 +1,9 @@
 package pipeline
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestGuardPathDigests: a hex digest in a path segment (Mailchimp's member
 // hash) is not a card number, even when a Luhn-valid run with a scheme's
@@ -26,6 +29,31 @@ func TestGuardPathDigests(t *testing.T) {
 	} {
 		if got := pathHasCard(tc.path); got != tc.card {
 			t.Errorf("%s: card number found %v, want %v", tc.path, got, tc.card)
+		}
+	}
+}
+
+// The same for header values: S3-style uploads carry the body's SHA-256
+// in x-amz-content-sha256, an ETag is an MD5 in quotes.
+func TestGuardHeaderDigests(t *testing.T) {
+	sha := "abcdef4111111111111111" + strings.Repeat("ab", 21) // 64 hex characters, a Luhn-valid Visa run inside
+	for _, tc := range []struct {
+		value string
+		card  bool
+	}{
+		{sha, false},
+		{`"0a94c8a214124fae3485685838127521"`, false},
+		{`W/"0a94c8a214124fae3485685838127521"`, false},
+		{"/members/0a94c8a214124fae3485685838127521.json", false},
+		{"4111 1111 1111 1111", true},
+		{sha + " 4111-1111-1111-1111", true},
+		{sha + "0", true},                          // 65 characters: not a digest
+		{strings.ToUpper(sha), true},               // upper case: not the digests vendors send
+		{"x" + sha, true},                          // a longer token
+		{"41111111111111114111111111111111", true}, // 32 digits, no letter
+	} {
+		if got := hasCardOutsideDigests(tc.value); got != tc.card {
+			t.Errorf("%q: card number found %v, want %v", tc.value, got, tc.card)
 		}
 	}
 }
