@@ -3,6 +3,8 @@ package pipeline
 import (
 	"strings"
 	"testing"
+
+	"github.com/pare-dev/pare/filters"
 )
 
 // TestGuardPathDigests: a hex digest in a path segment (Mailchimp's member
@@ -56,4 +58,34 @@ func TestGuardHeaderDigests(t *testing.T) {
 			t.Errorf("%q: card number found %v, want %v", tc.value, got, tc.card)
 		}
 	}
+}
+
+// FuzzDigestExemption: leaving digests out never finds a card number the
+// detector does not find in the whole text, and changes nothing for text
+// without a digest token; the text it scans instead is never longer.
+func FuzzDigestExemption(f *testing.F) {
+	for _, s := range []string{
+		"/3.0/lists/l0/members/0a94c8a214124fae3485685838127521",
+		"abcdef4111111111111111" + strings.Repeat("ab", 21),
+		`W/"0a94c8a214124fae3485685838127521"`,
+		"4111 1111 1111 1111",
+		"/4111/1111/1111/1111/0a94c8a214124fae3485685838127521",
+		"０a94c8a214124fae3485685838127521４１１１",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		raw, _ := filters.CardIndexString(s)
+		got := hasCardOutsideDigests(s)
+		if got && raw < 0 {
+			t.Fatalf("%q: a card number outside digests, none in the whole text", s)
+		}
+		w := withoutDigests(s)
+		if len(w) > len(s) {
+			t.Fatalf("%q: the text scanned instead is longer: %q", s, w)
+		}
+		if w == s && got != (raw >= 0) {
+			t.Fatalf("%q: no digest, yet the answers differ", s)
+		}
+	})
 }
