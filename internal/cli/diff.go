@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/pare-dev/pare/internal/policydiff"
 )
@@ -27,8 +28,9 @@ OLD and NEW are each
 Exit status: 0 no change, or disclosure only narrows; 3 NEW widens disclosure
 (more leaves, a refusal lifted, cards loosened, opaque where it was filtered,
 plain HTTP where it was TLS, another port or recipient, dry run on), or may:
-NEW decides on input OLD does not read, or on the body, which no case varies;
-2 usage error, or a policy that cannot be read, verified or compiled.
+NEW decides on input OLD does not read, on the body, or on a non-deterministic
+builtin OLD does not call, which no case varies; 2 usage error, a policy that
+cannot be read, verified or compiled, or no result within --timeout.
 
 Flags:
 `
@@ -42,6 +44,7 @@ func runDiff(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	jobs := fs.Int("jobs", 0, "cases decided in parallel (default: the number of CPUs)")
 	maxGroups := fs.Int("max-groups", policydiff.DefaultMaxGroups, "Markdown: groups shown one by one; the rest are counted (all are in the JSON)")
 	repo := fs.String("repo", "", "directory git runs in for git: sources (default: the current directory)")
+	timeout := fs.Duration("timeout", 30*time.Minute, "give up (exit 2) when the comparison has not finished by then: a policy that decides slowly must not hold CI until its job's own limit")
 	var keys listFlag
 	fs.Var(&keys, "bundle-key", "PEM public key a bundle source must be signed with (repeatable)")
 	fs.Usage = func() {
@@ -68,10 +71,12 @@ func runDiff(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "proxy diff: --format %q: want markdown or json\n", *format)
 		return exitUsage
 	}
-	if *sample < 0 || *jobs < 0 {
-		fmt.Fprintln(stderr, "proxy diff: --sample and --jobs must not be negative")
+	if *sample < 0 || *jobs < 0 || *timeout <= 0 {
+		fmt.Fprintln(stderr, "proxy diff: --sample and --jobs must not be negative, --timeout must be positive")
 		return exitUsage
 	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
 	sopt := policydiff.SourceOptions{BundleKeys: keys, Repo: *repo}
 	var sides [2]*policydiff.Side
 	for i, s := range srcs {
@@ -83,6 +88,12 @@ func runDiff(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 		sides[i] = side
 	}
 	r, err := policydiff.Compare(ctx, sides[0], sides[1], policydiff.Options{Seed: *seed, Sample: *sample, Jobs: *jobs})
+	if ctx.Err() != nil {
+		// Decisions cut off by the deadline would read as refusals, and a
+		// NEW that refuses reads as narrowing: no report at all instead.
+		fmt.Fprintf(stderr, "proxy diff: did not finish within --timeout %s: %v\n", *timeout, ctx.Err())
+		return exitUsage
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "proxy diff: %v\n", err)
 		return exitUsage

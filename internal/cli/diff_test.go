@@ -103,6 +103,7 @@ func TestDiffExitCodes(t *testing.T) {
 		{"three args", []string{old, old, old}, exitUsage, nil, []string{"Usage: proxy diff"}},
 		{"bad format", []string{"--format", "xml", old, same}, exitUsage, nil, []string{"--format"}},
 		{"negative sample", []string{"--sample", "-1", old, same}, exitUsage, nil, []string{"--sample"}},
+		{"timeout", []string{"--timeout", "1ms", old, wider}, exitUsage, nil, []string{"did not finish within --timeout 1ms"}},
 		{"missing", []string{old, filepath.Join(old, "nope")}, exitUsage, nil, []string{"nope"}},
 		{"invalid contract", []string{old, undeclared}, exitUsage, nil, []string{"zendesk.yaml:", "ticket/requester/phone"}},
 		{"bundle without key", []string{keyless, old}, exitUsage, nil, []string{"--bundle-key"}},
