@@ -253,15 +253,24 @@ func (r *Results) addedNote(row, other int, payload string, conc int) string {
 // other: the run's ratio is over all rounds, the range shows the noise.
 func (r *Results) roundNote(row, other int, payload string, conc int) string {
 	a, b := r.Cell(row, payload, conc), r.Cell(other, payload, conc)
-	if a == nil || b == nil || len(a.RoundRPS) < 2 || len(a.RoundRPS) != len(b.RoundRPS) {
+	if a == nil || b == nil {
+		return ""
+	}
+	return roundRange(a.RoundRPS, b.RoundRPS)
+}
+
+// roundRange is " (rounds LO–HI)", the range of the per-round ratios a/b,
+// or "" without two comparable rounds.
+func roundRange(a, b []float64) string {
+	if len(a) < 2 || len(a) != len(b) {
 		return ""
 	}
 	lo, hi := math.Inf(1), math.Inf(-1)
-	for i := range a.RoundRPS {
-		if b.RoundRPS[i] <= 0 {
+	for i := range a {
+		if b[i] <= 0 {
 			return ""
 		}
-		x := a.RoundRPS[i] / b.RoundRPS[i]
+		x := a[i] / b[i]
 		lo, hi = min(lo, x), max(hi, x)
 	}
 	return fmt.Sprintf(" (rounds %.2f–%.2f)", lo, hi)
@@ -281,18 +290,10 @@ func (r *Results) cpuNote(row, other int, payload string, conc int) string {
 // row to other.
 func (r *Results) roundCPUNote(row, other int, payload string, conc int) string {
 	a, b := r.Cell(row, payload, conc), r.Cell(other, payload, conc)
-	if a == nil || b == nil || len(a.RoundCPU) < 2 || len(a.RoundCPU) != len(b.RoundCPU) {
+	if a == nil || b == nil {
 		return ""
 	}
-	lo, hi := math.Inf(1), math.Inf(-1)
-	for i := range a.RoundCPU {
-		if b.RoundCPU[i] <= 0 {
-			return ""
-		}
-		x := a.RoundCPU[i] / b.RoundCPU[i]
-		lo, hi = min(lo, x), max(hi, x)
-	}
-	return fmt.Sprintf(" (rounds %.2f–%.2f)", lo, hi)
+	return roundRange(a.RoundCPU, b.RoundCPU)
 }
 
 // roundAddedNote gives the range of the per-round added-p99 ratios of row

@@ -116,18 +116,7 @@ func TestFindingHTTP2HeaderMemory(t *testing.T) {
 	// Every stream is either held in flight or refused at once as
 	// overloaded (the connection's header budget): wait until all are
 	// accounted for, so the heap is measured with everything admitted.
-	var inFlight, overloaded float64
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		_, m := p.adminGet(t, "/metrics")
-		inFlight = metricValue(m, "pare_egress_requests_in_flight")
-		overloaded = metricValue(m, "pare_egress_requests_total", `outcome="overloaded"`)
-		if inFlight+overloaded >= conns*streams {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Logf("%.0f streams in flight, %.0f refused as overloaded", inFlight, overloaded)
+	inFlight, overloaded := streamsAccounted(t, p, conns*streams)
 	if inFlight+overloaded < conns*streams {
 		t.Errorf("of %d streams, %.0f are in flight and %.0f refused: the rest are unaccounted for", conns*streams, inFlight, overloaded)
 	}
@@ -179,6 +168,24 @@ func floodHeaders(t *testing.T, p *proxyProc, n int) int {
 		t.Fatal(err)
 	}
 	return out.Len()
+}
+
+// streamsAccounted waits (up to 10 s) until n streams are either in flight
+// or refused as overloaded, and returns both counts.
+func streamsAccounted(t *testing.T, p *proxyProc, n int) (inFlight, overloaded float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		_, m := p.adminGet(t, "/metrics")
+		inFlight = metricValue(m, "pare_egress_requests_in_flight")
+		overloaded = metricValue(m, "pare_egress_requests_total", `outcome="overloaded"`)
+		if inFlight+overloaded >= float64(n) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("%.0f streams in flight, %.0f refused as overloaded", inFlight, overloaded)
+	return inFlight, overloaded
 }
 
 func h2Frame(typ, flags byte, stream uint32, payload []byte) []byte {
@@ -286,18 +293,7 @@ func TestHeaderMemoryBoundedByBodyMemory(t *testing.T) {
 	for range conns {
 		floodHeaders(t, p, streams)
 	}
-	var inFlight, overloaded float64
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		_, m := p.adminGet(t, "/metrics")
-		inFlight = metricValue(m, "pare_egress_requests_in_flight")
-		overloaded = metricValue(m, "pare_egress_requests_total", `outcome="overloaded"`)
-		if inFlight+overloaded >= conns*streams {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Logf("%.0f streams in flight, %.0f refused as overloaded", inFlight, overloaded)
+	inFlight, overloaded := streamsAccounted(t, p, conns*streams)
 	if inFlight+overloaded < conns*streams {
 		t.Fatalf("of %d streams, %.0f are in flight and %.0f refused: the rest are unaccounted for", conns*streams, inFlight, overloaded)
 	}

@@ -21,18 +21,7 @@ func parseJSONReference(name string, data []byte) (map[string][]Consent, error) 
 	if err != nil {
 		return nil, err
 	}
-	w := walker{name: name}
-	history := w.document(root)
-	if err := w.err(); err != nil {
-		return nil, err
-	}
-	state := make(map[string][]Consent, len(history))
-	for subject, events := range history {
-		if len(events) > 0 {
-			state[subject] = latest(events)
-		}
-	}
-	return state, nil
+	return stateOf(name, root)
 }
 
 // jsonRoot parses data as exactly one JSON value and returns it as a yaml.Node tree with lines.

@@ -64,6 +64,11 @@ func parseFile(name, format string, data []byte) (map[string][]Consent, error) {
 	if err != nil {
 		return nil, err
 	}
+	return stateOf(name, root)
+}
+
+// stateOf walks a consents document and keeps each subject's current state.
+func stateOf(name string, root *yaml.Node) (map[string][]Consent, error) {
 	w := walker{name: name}
 	history := w.document(root)
 	if err := w.err(); err != nil {
