@@ -19,10 +19,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/pare-dev/pare/internal/engine"
+	"github.com/pare-dev/pare/internal/enginetest"
 	"github.com/pare-dev/pare/internal/ledger"
 	"github.com/pare-dev/pare/internal/pipeline"
-	"github.com/pare-dev/pare/policies"
 )
 
 // envoy is a gRPC client that plays Envoy's side of ext_proc over a real
@@ -36,15 +35,7 @@ type envoy struct {
 func start(t testing.TB, service string, maxBody int64) *envoy {
 	t.Helper()
 	dir := t.TempDir()
-	pol, err := engine.Load(context.Background(), policies.FS, engine.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := engine.New(engine.Options{HMACKey: []byte("0123456789abcdef")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng.Swap(pol)
+	eng := enginetest.Bundled(t)
 	ledPath := filepath.Join(dir, "ledger.jsonl")
 	led, err := ledger.Open(ledPath, ledger.Options{})
 	if err != nil {

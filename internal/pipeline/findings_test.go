@@ -11,9 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pare-dev/pare/internal/engine"
+	"github.com/pare-dev/pare/internal/enginetest"
 	"github.com/pare-dev/pare/internal/ledger"
-	"github.com/pare-dev/pare/policies"
 )
 
 // Findings of the adversarial review (see e2e/findings_test.go): run them
@@ -23,15 +22,7 @@ import (
 // it returns the ledger's path.
 func bundledPipeline(t *testing.T, service string) (*Pipeline, string) {
 	t.Helper()
-	pol, err := engine.Load(context.Background(), policies.FS, engine.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := engine.New(engine.Options{HMACKey: []byte("0123456789abcdef")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng.Swap(pol)
+	eng := enginetest.Bundled(t)
 	path := filepath.Join(t.TempDir(), "ledger.jsonl")
 	led, err := ledger.Open(path, ledger.Options{})
 	if err != nil {

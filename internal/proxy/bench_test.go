@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,10 +12,10 @@ import (
 
 	"github.com/pare-dev/pare/internal/cputime"
 	"github.com/pare-dev/pare/internal/engine"
+	"github.com/pare-dev/pare/internal/enginetest"
 	"github.com/pare-dev/pare/internal/ledger"
 	"github.com/pare-dev/pare/internal/pipeline"
 	"github.com/pare-dev/pare/internal/vendorstub"
-	"github.com/pare-dev/pare/policies"
 )
 
 // BenchmarkServeHTTP is one checkout.json payment through the whole proxy
@@ -44,15 +43,7 @@ func checkoutSetup(b *testing.B) ([]byte, *vendorstub.Stub, *engine.Engine) {
 	}
 	b.Cleanup(func() { stub.Close() })
 	stub.SetRespond(func(w http.ResponseWriter, _ *http.Request, _ []byte) { w.Write([]byte(`{"ok":true}`)) })
-	pol, err := engine.Load(context.Background(), policies.FS, engine.LoadOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	eng, err := engine.New(engine.Options{HMACKey: []byte("0123456789abcdef")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	eng.Swap(pol)
+	eng := enginetest.Bundled(b)
 	return body, stub, eng
 }
 

@@ -10,10 +10,10 @@ import (
 	"testing"
 
 	"github.com/pare-dev/pare/internal/engine"
+	"github.com/pare-dev/pare/internal/enginetest"
 	"github.com/pare-dev/pare/internal/ledger"
 	"github.com/pare-dev/pare/internal/pipeline"
 	"github.com/pare-dev/pare/internal/vendorstub"
-	"github.com/pare-dev/pare/policies"
 )
 
 // syncFails is a ledger whose writes reach the file but never become
@@ -34,12 +34,7 @@ func TestAnswerWithheldUntilDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stub.Close()
-	pol, err := engine.Load(context.Background(), policies.FS, engine.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, _ := engine.New(engine.Options{HMACKey: []byte("0123456789abcdef")})
-	eng.Swap(pol)
+	eng := enginetest.Bundled(t)
 	px := newProxy(t, pipeline.Config{Engine: eng, Ledger: syncFails{}, Service: "support"},
 		UpstreamOptions{Resolve: map[string]string{"webinarco.zendesk.com:443": stub.Addr}, ExtraCAs: []string{stub.CAFile}})
 	req := httptest.NewRequest("POST", "http://webinarco.zendesk.com/api/v2/tickets.json", strings.NewReader(`{"ticket":{"subject":"s"}}`))
