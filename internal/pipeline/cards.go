@@ -39,13 +39,11 @@ func guardPath(d *engine.Decision, path string) error {
 	if d.CardGuard() == filters.CardsAllow {
 		return nil
 	}
-	if pathHasCard(path) {
+	if hasCardOutsideDigests(path) {
 		return d.CardRefusal("the URL path", filters.ErrCardNumber)
 	}
 	return nil
 }
-
-func pathHasCard(path string) bool { return hasCardOutsideDigests(path) }
 
 // hasCardOutsideDigests reports whether s holds a card number that is not
 // inside a hex digest. Vendors name things by digest: Mailchimp's member

@@ -29,7 +29,7 @@ func TestGuardPathDigests(t *testing.T) {
 		{"/3.0/lists/4111/1111/1111/1111/0a94c8a214124fae3485685838127521", true},             // across segments
 		{"/3.0/lists/l0/members/0a94c8a214124fae3485685838127521/4111-1111-1111-1111", true},  // after one
 	} {
-		if got := pathHasCard(tc.path); got != tc.card {
+		if got := hasCardOutsideDigests(tc.path); got != tc.card {
 			t.Errorf("%s: card number found %v, want %v", tc.path, got, tc.card)
 		}
 	}
